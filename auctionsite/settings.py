@@ -1,0 +1,183 @@
+"""Django settings for the auction trading platform.
+
+Every setting a deployment may change is read once, here, through django-environ from the
+environment or a `.env` file at the project root; `.env.example` documents every key. With no
+`.env` at all the project runs as a local demo: SQLite and the history store under `var/`, Redis on
+127.0.0.1:6379, paper trading only, and a development secret generated once into `var/`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _development_secret() -> str:
+    """A per-checkout secret kept in var/ so sessions survive restarts; never used when SECRET_KEY is set."""
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+# --- Core -------------------------------------------------------------------------------------
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = env.str("SECRET_KEY", default="") or _development_secret()
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "persistence",
+    "feeds",
+    "strategies",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "auctionsite.urls"
+WSGI_APPLICATION = None
+ASGI_APPLICATION = "auctionsite.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------------------------
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'auctionsite.sqlite3'}"),
+}
+DATABASES["default"].setdefault("ATOMIC_REQUESTS", False)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several processes (feed, workers, web) share the file: wait for locks instead of failing.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+# --- Time: exchange time ----------------------------------------------------------------------
+LANGUAGE_CODE = "en-in"
+TIME_ZONE = "Asia/Kolkata"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+
+# --- Redis, Channels, Celery ------------------------------------------------------------------
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+
+CHANNEL_LAYERS = {
+    "default": {
+        # The pub/sub layer delivers every group send; the core layer drops past its capacity.
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL]},
+    }
+}
+
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=REDIS_URL)
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_ENABLE_UTC = True
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=60 * 60)
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=55 * 60)
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_RESULT_EXPIRES = 3600
+
+# --- Market data and history ------------------------------------------------------------------
+HISTORY_DIR = Path(env.str("HISTORY_DIR", default=str(VAR_DIR / "history")))
+WATCHLIST = env.list("WATCHLIST", default=["NSE_INDEX|Nifty 50", "NSE_INDEX|Nifty Bank"])
+FEED_SOURCE = env.str("FEED_SOURCE", default="sim")
+FEED_SNAPSHOT_MS = env.int("FEED_SNAPSHOT_MS", default=100)
+FEED_FLUSH_MS = env.int("FEED_FLUSH_MS", default=500)
+TICK_STREAM_MAXLEN = env.int("TICK_STREAM_MAXLEN", default=500_000)
+SIM_SPEED = env.float("SIM_SPEED", default=1.0)
+
+# --- Upstox -----------------------------------------------------------------------------------
+# The access token is a secret: it is read here and never logged, rendered or put in an error.
+UPSTOX_API_KEY = env.str("UPSTOX_API_KEY", default="")
+UPSTOX_API_SECRET = env.str("UPSTOX_API_SECRET", default="")
+UPSTOX_REDIRECT_URI = env.str("UPSTOX_REDIRECT_URI", default="http://127.0.0.1:8000/upstox/callback/")
+UPSTOX_ACCESS_TOKEN = env.str("UPSTOX_ACCESS_TOKEN", default="")
+UPSTOX_ANALYTICS_TOKEN = env.str("UPSTOX_ANALYTICS_TOKEN", default="")
+UPSTOX_API_URL = env.str("UPSTOX_API_URL", default="https://api.upstox.com")
+UPSTOX_WS_URL = env.str("UPSTOX_WS_URL", default="wss://api.upstox.com")
+UPSTOX_SANDBOX = env.bool("UPSTOX_SANDBOX", default=False)
+UPSTOX_INSTRUMENTS_URL = env.str(
+    "UPSTOX_INSTRUMENTS_URL",
+    default="https://assets.upstox.com/market-quote/instruments/exchange/NSE.json.gz",
+)
+
+# --- Trading ----------------------------------------------------------------------------------
+# Paper trading unless this is set AND a staff user switches a strategy to live AND a token is valid.
+LIVE_TRADING = env.bool("LIVE_TRADING", default=False)
+
+# --- Logging ----------------------------------------------------------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django": {"level": "INFO"},
+        "urllib3": {"level": "WARNING"},
+        "upstox_client": {"level": "WARNING"},
+        "websocket": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,22 @@
+"""Names shared by the feed, the workers and the web: Channels groups and Redis keys.
+
+One place, so a producer and its consumers cannot drift apart.
+"""
+
+from __future__ import annotations
+
+# Channels group receiving conflated market snapshots, as
+# {"type": "market.snapshot", "instruments": {key: {...}}, "feed": {...}}.
+MARKET_GROUP = "market"
+
+# Redis hash the feed refreshes every second: source, state, connected, ticks_per_s,
+# last_tick_ms, heartbeat_ms, alert (empty when all is well).
+FEED_STATUS_KEY = "feed:status"
+
+# Redis hash of worker name -> last heartbeat (ms since epoch).
+WORKER_HEARTBEATS_KEY = "workers:heartbeat"
+
+
+def tick_stream_key(instrument_key: str) -> str:
+    """The Redis Stream holding one instrument's ticks for the session (bounded, replayable)."""
+    return f"ticks:{instrument_key}"
