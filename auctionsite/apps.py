@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class AuctionsiteConfig(AppConfig):
+    name = "auctionsite"
+    verbose_name = "Auction site"
