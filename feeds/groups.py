@@ -13,6 +13,11 @@ MARKET_GROUP = "market"
 # last_tick_ms, heartbeat_ms, alert (empty when all is well).
 FEED_STATUS_KEY = "feed:status"
 
+# Redis string holding the last full market snapshot (the MARKET_GROUP message with every
+# instrument), as UTF-8 JSON, rewritten by the feed with each snapshot it publishes. The dashboard
+# consumer sends it to a page as soon as the page connects, so the page is never blank.
+LAST_SNAPSHOT_KEY = "market:last_snapshot"
+
 # Redis hash of worker name -> last heartbeat (ms since epoch).
 WORKER_HEARTBEATS_KEY = "workers:heartbeat"
 
