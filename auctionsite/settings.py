@@ -109,6 +109,8 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
+# Daphne serves no static files; `manage.py up` sets this so the ASGI app serves them itself.
+SERVE_STATIC = env.bool("SERVE_STATIC", default=False)
 
 # --- Redis, Channels, Celery ------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")

@@ -1,0 +1,286 @@
+"""Keeps a set of child processes running: the engine behind `manage.py up`.
+
+A `Supervisor` owns child processes described by `ProcessSpec`s. Each child starts in its own
+session (so its own process group): stopping a child signals the whole group, which takes Celery's
+pool processes and anything else the child forked down with it. A child that dies is restarted
+after an exponential backoff (capped); the reason (exit code or signal) is logged. Every line a
+child prints is copied to one output stream, prefixed with the child's name.
+
+The supervisor is a plain class driven by `step()` (one non-blocking pass: reap, restart, escalate
+stops) so tests call its step methods directly, as healthchecks.io's `sendalerts` is tested; the
+loop, the signal handlers and what to run live in the `up` command.
+
+This module must never import Django: it supervises processes, it does not know what they are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSpec:
+    """What to run under one name. Two specs with the same name but other argv/env are a change."""
+
+    name: str
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+    cwd: str | None = None
+
+    @classmethod
+    def of(
+        cls, name: str, argv: Iterable[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None
+    ) -> ProcessSpec:
+        return cls(name=name, argv=tuple(argv), env=tuple(sorted((env or {}).items())), cwd=cwd)
+
+
+@dataclass(slots=True)
+class Child:
+    """The supervisor's record of one named child (mutable: pids and restart counts change)."""
+
+    spec: ProcessSpec
+    process: subprocess.Popen | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    failures_in_a_row: int = 0
+    next_start_at: float = 0.0
+    stopping_deadline: float | None = None
+    removing: bool = False
+    pids: list[int] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+def describe_exit(returncode: int) -> str:
+    """'exit code 1' or 'signal SIGKILL' from a Popen return code."""
+    if returncode < 0:
+        try:
+            return f"signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Send `sig` to a process group; False when the group no longer exists."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        # A recycled pgid owned by someone else is not ours to signal.
+        return False
+    return True
+
+
+class Supervisor:
+    """Starts, watches, restarts and stops named child processes.
+
+    `reconcile(specs)` declares the set that should run; `step()` makes it so, one pass at a time;
+    `stop()` ends every child and its process group, SIGTERM first, SIGKILL after `grace` seconds.
+    """
+
+    def __init__(
+        self,
+        *,
+        output: TextIO | None = None,
+        base_env: Mapping[str, str] | None = None,
+        backoff_initial: float = 1.0,
+        backoff_max: float = 30.0,
+        stable_after: float = 30.0,
+        grace: float = 5.0,
+        state_file: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.output = output if output is not None else sys.stdout
+        self.base_env = dict(base_env if base_env is not None else os.environ)
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.stable_after = stable_after
+        self.grace = grace
+        self.state_file = state_file
+        self.clock = clock
+        self.children: dict[str, Child] = {}
+        self._write_lock = threading.Lock()
+        self._pumps: list[threading.Thread] = []
+        self._name_width = 12
+
+    # --- Output -----------------------------------------------------------------------------
+    def log(self, name: str, line: str) -> None:
+        """One line of the combined log: the child's (or the supervisor's) name, then the line."""
+        with self._write_lock:
+            self.output.write(f"{name:<{self._name_width}} | {line.rstrip()}\n")
+            self.output.flush()
+
+    def _pump(self, name: str, stream) -> None:
+        # One thread per child: it ends by itself at EOF, when the child and its group have exited.
+        with stream:
+            for raw in iter(stream.readline, b""):
+                self.log(name, raw.decode("utf-8", errors="replace"))
+
+    # --- Desired state ----------------------------------------------------------------------
+    def reconcile(self, specs: Iterable[ProcessSpec]) -> None:
+        """Make `specs` the set that should run: new names start, gone names stop, changed ones restart."""
+        wanted = {spec.name: spec for spec in specs}
+        for name, child in list(self.children.items()):
+            spec = wanted.get(name)
+            if spec is None:
+                if not child.removing:
+                    self.log("up", f"{name} is no longer wanted; stopping it")
+                    child.removing = True
+                    self._begin_stop(child)
+            elif spec != child.spec and not child.removing:
+                self.log("up", f"{name} changed; restarting it")
+                self._begin_stop(child)
+                child.spec = spec
+                child.failures_in_a_row = 0
+                child.next_start_at = 0.0
+        for name, spec in wanted.items():
+            if name not in self.children:
+                self.children[name] = Child(spec=spec)
+                self._name_width = max(self._name_width, len(name))
+
+    # --- One pass ---------------------------------------------------------------------------
+    def step(self) -> None:
+        """Reap children that exited, escalate slow stops, start whatever is due. Never blocks."""
+        now = self.clock()
+        changed = False
+        for name, child in list(self.children.items()):
+            if child.process is not None:
+                code = child.process.poll()
+                if code is not None:
+                    changed = True
+                    self._reap(child, code, now)
+                elif child.stopping_deadline is not None and now >= child.stopping_deadline:
+                    self.log("up", f"{name} did not stop in {self.grace:g} s; killing its process group")
+                    signal_group(child.process.pid, signal.SIGKILL)
+                    child.stopping_deadline = now + self.grace
+            if child.process is None:
+                if child.removing:
+                    del self.children[name]
+                    changed = True
+                elif now >= child.next_start_at:
+                    self.start(child)
+                    changed = True
+        if changed:
+            self.write_state()
+
+    def _reap(self, child: Child, code: int, now: float) -> None:
+        name = child.spec.name
+        pid = child.process.pid
+        ran = now - child.started_at
+        # Whatever the child left in its group (pool processes) goes with it.
+        signal_group(pid, signal.SIGKILL)
+        child.process = None
+        if child.stopping_deadline is not None:
+            child.stopping_deadline = None
+            child.next_start_at = now
+            return
+        if ran >= self.stable_after:
+            child.failures_in_a_row = 0
+        delay = min(self.backoff_max, self.backoff_initial * (2**child.failures_in_a_row))
+        child.failures_in_a_row += 1
+        child.next_start_at = now + delay
+        self.log(
+            "up",
+            f"{name} (pid {pid}) exited with {describe_exit(code)} after {ran:.1f} s; restarting in {delay:g} s",
+        )
+
+    def start(self, child: Child) -> None:
+        """Start one child in its own session, its output piped into the combined log."""
+        spec = child.spec
+        env = {**self.base_env, "PYTHONUNBUFFERED": "1", **dict(spec.env)}
+        try:
+            process = subprocess.Popen(
+                spec.argv,
+                cwd=spec.cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            delay = min(self.backoff_max, self.backoff_initial * (2**child.failures_in_a_row))
+            child.failures_in_a_row += 1
+            child.next_start_at = self.clock() + delay
+            self.log(
+                "up",
+                f"{spec.name} could not start ({exc.__class__.__name__}: {exc}); retrying in {delay:g} s",
+            )
+            return
+        if child.started_at:
+            child.restarts += 1
+        child.process = process
+        child.started_at = self.clock()
+        child.pids.append(process.pid)
+        self.log("up", f"started {spec.name} (pid {process.pid}): {' '.join(spec.argv)}")
+        pump = threading.Thread(target=self._pump, args=(spec.name, process.stdout), daemon=True)
+        pump.start()
+        self._pumps.append(pump)
+
+    def _begin_stop(self, child: Child) -> None:
+        if child.process is not None and child.process.poll() is None:
+            signal_group(child.process.pid, signal.SIGTERM)
+            child.stopping_deadline = self.clock() + self.grace
+
+    # --- Shutdown ---------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop every child and its process group: SIGTERM, wait up to `grace` s, then SIGKILL."""
+        running = [c for c in self.children.values() if c.process is not None]
+        for child in running:
+            self.log("up", f"stopping {child.spec.name} (pid {child.process.pid})")
+            signal_group(child.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.grace
+        while time.monotonic() < deadline and any(c.process.poll() is None for c in running):
+            time.sleep(0.05)
+        for child in running:
+            # Also after a clean exit of the leader: its group may still hold pool processes.
+            if signal_group(child.process.pid, signal.SIGKILL) and child.process.poll() is None:
+                self.log("up", f"{child.spec.name} did not stop in {self.grace:g} s; killed")
+        for child in running:
+            try:
+                child.process.wait(timeout=self.grace)
+            except subprocess.TimeoutExpired:
+                self.log("up", f"{child.spec.name} (pid {child.process.pid}) survived SIGKILL")
+            child.process = None
+        for pump in self._pumps:
+            pump.join(timeout=1.0)
+        self._pumps = [p for p in self._pumps if p.is_alive()]
+        self.write_state()
+
+    # --- State for operators and tests ------------------------------------------------------
+    def snapshot(self) -> dict:
+        return {
+            name: {
+                "pid": child.pid,
+                "pids": list(child.pids),
+                "restarts": child.restarts,
+                "argv": list(child.spec.argv),
+            }
+            for name, child in self.children.items()
+        }
+
+    def write_state(self) -> None:
+        """Record every child's pid (and past pids) in `state_file`, atomically."""
+        if self.state_file is None:
+            return
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "children": self.snapshot()}, indent=1))
+        os.replace(tmp, self.state_file)
