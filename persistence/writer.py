@@ -1,0 +1,586 @@
+"""The history store's only writer: batches of ticks in, immutable Parquet files and a manifest out.
+
+How the store stays consistent with one writer and any number of readers in other processes
+(the simplest scheme that meets the feed's needs; see persistence/store.py for the layout):
+
+* Single writer. `HistoryWriter` takes an exclusive flock on HISTORY_DIR/writer.lock for its whole
+  life (the feed, or `importhistory`); a second writer fails at once with `StoreLocked`. The kernel
+  drops the lock when the process dies, even on SIGKILL. The writer never opens a DuckDB database
+  file: Parquet files plus a JSON manifest are the store, so no reader can ever meet a lock.
+* Flush. `write_ticks` only validates, dedupes and buffers (Arrow tables). `flush()` — called by the
+  pipeline at least every second, and by `write_ticks` itself when a second has passed — writes one
+  level-0 Parquet file per (table, session day) to tmp/, renames each into place, and then publishes
+  them all at once by atomically replacing manifest.json. A SIGKILL therefore loses at most the
+  ticks buffered since the last flush; files written but not yet in the manifest are orphans that
+  the next writer deletes when it starts.
+* Dedupe. A tick's identity is (instrument_key, ts_ms, ltp, ltq, volume, oi, bid, bid_qty, ask,
+  ask_qty): a source that re-sends (a restarted replay, Upstox's snapshot after a reconnect) sends
+  identical values. Per instrument and session day the writer keeps a high-water mark (the latest
+  ts_ms written) and the identities of the ticks at that very millisecond. A tick older than the
+  mark is taken as already written and dropped (counted in `stats["late"]`), a tick at the mark is
+  dropped if its identity was seen, a newer one is written. The first time a restarted writer meets
+  a day it loads these marks from the day's files, so re-fed ticks are not stored twice. Sources
+  deliver each instrument's ticks in exchange-time order, so only out-of-order stragglers older than
+  an already written tick would be lost; that is the price of keeping no per-tick index.
+* Candles. 1-minute candles are built from accepted ticks (OHLC from ltp, volume from the change in
+  cumulative volume, or the sum of ltq when the source has no cumulative volume, oi last) and
+  written when the minute is complete: a later minute arrived for the instrument, or the newest tick
+  seen on any instrument is 2 s past the minute's end, or at close. Candles and profile summaries
+  are versioned rows: the row with the highest `seq` for a key wins, so a late tick that amends a
+  written candle, or an imported candle for the same minute, simply supersedes it; readers and
+  compaction keep only the winner.
+* Compaction. When a day has `compact_after` level-0 files they are merged into one level-1 file;
+  when it has `compact_after` level-1 files, all its files merge into one level-2 file; at close
+  every day touched is merged into a single file. The merged file is renamed into place and one
+  manifest replace swaps it for its inputs, so a reader sees either the inputs or the merged file,
+  never both. Inputs are deleted `grace_s` later; a reader whose file vanished anyway re-reads the
+  manifest and retries (persistence.readers).
+
+Not thread-safe: call it from one thread (the feed's loop, or a worker thread it owns). It never
+touches Redis, Channels or the Django database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from feeds.ticks import Tick
+from persistence.store import (
+    CANDLE_SCHEMA,
+    CANDLES_1M,
+    DAY_MS,
+    DEPTH,
+    DEPTH_SCHEMA,
+    EPOCH,
+    IST_OFFSET_MS,
+    PROFILE_SCHEMA,
+    PROFILES,
+    SORT_KEYS,
+    TABLES,
+    TICK_SCHEMA,
+    TICKS,
+    VERSIONED_KEYS,
+    PartFile,
+    WriterLock,
+    default_root,
+    read_manifest,
+    write_manifest,
+)
+
+MINUTE_MS = 60_000
+SEAL_GRACE_MS = 2_000
+TICK_COLUMNS = ("instrument_key", "ts_ms", "ltp", "ltq", "volume", "oi", "bid", "bid_qty", "ask", "ask_qty")
+
+
+def _day_name(daynum: int) -> str:
+    return date.fromordinal(EPOCH.toordinal() + daynum).isoformat()
+
+
+class _Series:
+    """What the writer remembers about one instrument on one session day: its high-water mark and
+    the candle of the latest minute."""
+
+    __slots__ = (
+        "at_mark",
+        "base_volume",
+        "close",
+        "dirty",
+        "high",
+        "last_volume",
+        "low",
+        "mark",
+        "minute",
+        "oi",
+        "open",
+        "sum_ltq",
+    )
+
+    def __init__(self) -> None:
+        self.mark = -1  # latest ts_ms written
+        self.at_mark: set[tuple] = set()  # identities of the ticks at `mark`
+        self.minute = -1  # start of the candle being built
+        self.open = self.high = self.low = self.close = 0.0
+        self.base_volume: int | None = None  # cumulative volume before this minute, if known
+        self.last_volume = 0
+        self.sum_ltq = 0
+        self.oi = 0.0
+        self.dirty = False  # candle changed since last written
+
+    def candle_volume(self) -> int:
+        if self.last_volume > 0:
+            return max(self.last_volume - (self.base_volume or 0), 0)
+        return self.sum_ltq
+
+
+class HistoryWriter:
+    """Writes ticks, candles, depth and profile summaries into the history store (see module doc)."""
+
+    def __init__(
+        self,
+        root: Path | str | None = None,
+        *,
+        flush_interval: float | None = 1.0,
+        compact_after: int = 60,
+        grace_s: float = 30.0,
+    ) -> None:
+        self.root = Path(root) if root is not None else default_root()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = WriterLock(self.root)
+        self.flush_interval = flush_interval
+        self.compact_after = compact_after
+        self.grace_s = grace_s
+        self._tmp = self.root / "tmp"
+        self._tmp.mkdir(exist_ok=True)
+        self._manifest = read_manifest(self.root)
+        self._remove_orphans()
+        self._duck = duckdb.connect()
+        self._series: dict[tuple[str, int], _Series] = {}
+        self._loaded_days: set[int] = set()
+        self._pending: dict[str, dict[int, list[pa.Table]]] = {t: {} for t in TABLES}
+        self._pending_candles: dict[int, list[tuple]] = {}
+        self._new_instruments: dict[int, set[str]] = {}
+        self._touched: set[tuple[str, str]] = set()  # (table, day) written in this session
+        self._graveyard: list[tuple[float, Path]] = []
+        self._watermark = -1  # newest ts_ms accepted on any instrument
+        self._last_flush = time.monotonic()
+        self._closed = False
+        self.stats = {"written": 0, "duplicates": 0, "late": 0, "flushes": 0, "compactions": 0}
+
+    # --- ticks ---------------------------------------------------------------------------------
+    def write_ticks(self, ticks: list[Tick]) -> int:
+        """Buffer a batch of ticks; returns how many were new (not duplicates or late)."""
+        if not ticks:
+            self._maybe_flush()
+            return 0
+        columns = {name: [getattr(t, name) for t in ticks] for name in TICK_COLUMNS}
+        columns["close_prev"] = [t.close_prev for t in ticks]
+        depth = [t.depth for t in ticks] if any(t.depth for t in ticks) else None
+        written = self._accept(columns, depth)
+        self._maybe_flush()
+        return written
+
+    def write_tick_columns(self, columns: Mapping[str, list]) -> int:
+        """Like write_ticks for column lists (TICK_COLUMNS, close_prev optional); used by imports."""
+        cols = {name: list(columns[name]) for name in TICK_COLUMNS}
+        n = len(cols["ts_ms"])
+        cols["close_prev"] = list(columns.get("close_prev") or [0.0] * n)
+        written = self._accept(cols, None)
+        self._maybe_flush()
+        return written
+
+    def _accept(self, cols: dict[str, list], depth: list | None) -> int:
+        keys, tss, ltps, ltqs, vols, ois = (
+            cols["instrument_key"],
+            cols["ts_ms"],
+            cols["ltp"],
+            cols["ltq"],
+            cols["volume"],
+            cols["oi"],
+        )
+        bids, bid_qtys, asks, ask_qtys = cols["bid"], cols["bid_qty"], cols["ask"], cols["ask_qty"]
+        series = self._series
+        accepted: dict[int, list[int]] = {}
+        duplicates = late = 0
+        watermark = self._watermark
+        for i in range(len(tss)):
+            key, ts = keys[i], tss[i]
+            daynum = (ts + IST_OFFSET_MS) // DAY_MS
+            s = series.get((key, daynum))
+            if s is None:
+                if daynum not in self._loaded_days:
+                    self._load_day(daynum)
+                    s = series.get((key, daynum))
+                if s is None:
+                    s = series[(key, daynum)] = _Series()
+                    self._new_instruments.setdefault(daynum, set()).add(key)
+            if ts < s.mark:
+                late += 1
+                continue
+            ident = (ltps[i], ltqs[i], vols[i], ois[i], bids[i], bid_qtys[i], asks[i], ask_qtys[i])
+            if ts == s.mark:
+                if ident in s.at_mark:
+                    duplicates += 1
+                    continue
+                s.at_mark.add(ident)
+            else:
+                s.mark = ts
+                s.at_mark = {ident}
+            if ts > watermark:
+                watermark = ts
+            day_rows = accepted.get(daynum)
+            if day_rows is None:
+                day_rows = accepted[daynum] = []
+            day_rows.append(i)
+            self._candle_add(key, daynum, s, ts, ltps[i], ltqs[i], vols[i], ois[i])
+        self._watermark = watermark
+        n_accepted = sum(len(rows) for rows in accepted.values())
+        self.stats["duplicates"] += duplicates
+        self.stats["late"] += late
+        self.stats["written"] += n_accepted
+        if not n_accepted:
+            return 0
+        seq0 = self._manifest.next_seq
+        self._manifest.next_seq += len(tss)
+        arrays = [pa.array(cols[f.name], type=f.type) for f in TICK_SCHEMA if f.name != "seq"]
+        arrays.append(pa.array(range(seq0, seq0 + len(tss)), type=pa.int64()))
+        batch = pa.Table.from_arrays(arrays, schema=TICK_SCHEMA)
+        depth_batch = self._depth_table(cols, depth, seq0) if depth is not None else None
+        for daynum, rows in accepted.items():
+            whole = len(rows) == len(tss)
+            take = None if whole else pa.array(rows, type=pa.int64())
+            self._pending[TICKS].setdefault(daynum, []).append(batch if whole else batch.take(take))
+            if depth_batch is not None:
+                part = depth_batch if whole else depth_batch.take(take)
+                part = part.filter(pc.list_value_length(part["levels"]) > 0)
+                if part.num_rows:
+                    self._pending[DEPTH].setdefault(daynum, []).append(part)
+        return n_accepted
+
+    @staticmethod
+    def _depth_table(cols: dict[str, list], depth: list, seq0: int) -> pa.Table:
+        levels = [[{"bid": b, "bid_qty": bq, "ask": a, "ask_qty": aq} for (b, bq, a, aq) in d] for d in depth]
+        return pa.Table.from_arrays(
+            [
+                pa.array(cols["instrument_key"], pa.string()),
+                pa.array(cols["ts_ms"], pa.int64()),
+                pa.array(levels, DEPTH_SCHEMA.field("levels").type),
+                pa.array(range(seq0, seq0 + len(depth)), pa.int64()),
+            ],
+            schema=DEPTH_SCHEMA,
+        )
+
+    # --- candles -------------------------------------------------------------------------------
+    def _candle_add(
+        self, key: str, daynum: int, s: _Series, ts: int, ltp: float, ltq: int, vol: int, oi: float
+    ) -> None:
+        minute = ts - ts % MINUTE_MS
+        if minute == s.minute:
+            if ltp > s.high:
+                s.high = ltp
+            if ltp < s.low:
+                s.low = ltp
+            s.close = ltp
+            s.sum_ltq += ltq
+        else:
+            if s.minute >= 0:
+                if s.dirty:
+                    self._emit_candle(key, daynum, s)
+                s.base_volume = s.last_volume
+            elif s.base_volume is None:
+                # First tick of the day seen: the volume before it is what this trade did not add.
+                s.base_volume = max(vol - ltq, 0) if vol else 0
+            s.minute = minute
+            s.open = s.high = s.low = s.close = ltp
+            s.sum_ltq = ltq
+        if vol:
+            s.last_volume = vol
+        s.oi = oi
+        s.dirty = True
+
+    def _emit_candle(self, key: str, daynum: int, s: _Series) -> None:
+        seq = self._manifest.next_seq
+        self._manifest.next_seq += 1
+        self._pending_candles.setdefault(daynum, []).append(
+            (key, s.minute, s.open, s.high, s.low, s.close, s.candle_volume(), s.oi, seq)
+        )
+        s.dirty = False
+
+    def _seal_completed_candles(self, everything: bool = False) -> None:
+        for (key, daynum), s in self._series.items():
+            if s.dirty and (everything or s.minute + MINUTE_MS + SEAL_GRACE_MS <= self._watermark):
+                self._emit_candle(key, daynum, s)
+        for daynum, rows in self._pending_candles.items():
+            columns = list(zip(*rows, strict=True))
+            table = pa.Table.from_arrays(
+                [pa.array(col, type=f.type) for col, f in zip(columns, CANDLE_SCHEMA, strict=True)],
+                schema=CANDLE_SCHEMA,
+            )
+            self._pending[CANDLES_1M].setdefault(daynum, []).append(table)
+        self._pending_candles = {}
+
+    def write_candles(self, table_or_rows: pa.Table | Iterable[Mapping]) -> int:
+        """Store finished 1-minute candles (imports): columns instrument_key, ts (datetime/timestamp,
+        candle start) or ts_ms, open, high, low, close, and optionally volume and oi. A candle
+        for a minute already stored replaces it. Returns the number of rows buffered."""
+        table = (
+            table_or_rows
+            if isinstance(table_or_rows, pa.Table)
+            else pa.Table.from_pylist(list(table_or_rows))
+        )
+        if table.num_rows == 0:
+            return 0
+        if "ts_ms" in table.column_names:
+            ts_ms = table["ts_ms"].cast(pa.int64())
+        else:
+            ts = table["ts"]
+            if not pa.types.is_timestamp(ts.type):
+                raise ValueError("candle ts must be a timestamp (or give ts_ms)")
+            if ts.type.tz is None:
+                raise ValueError("candle ts must be timezone-aware")
+            ts_ms = pc.cast(ts, pa.timestamp("ms", tz=ts.type.tz)).cast(pa.int64())
+        n = table.num_rows
+        seq0 = self._manifest.next_seq
+        self._manifest.next_seq += n
+
+        def column(name: str, type_: pa.DataType, default: object) -> pa.Array:
+            if name in table.column_names:
+                return table[name].cast(type_)
+            return pa.array([default] * n, type=type_)
+
+        out = pa.Table.from_arrays(
+            [
+                table["instrument_key"].cast(pa.string()),
+                ts_ms,
+                column("open", pa.float64(), None),
+                column("high", pa.float64(), None),
+                column("low", pa.float64(), None),
+                column("close", pa.float64(), None),
+                column("volume", pa.int64(), None),
+                column("oi", pa.float64(), 0.0),
+                pa.array(range(seq0, seq0 + n), type=pa.int64()),
+            ],
+            schema=CANDLE_SCHEMA,
+        )
+        daynums = pc.floor_divide(pc.add(out["ts_ms"], IST_OFFSET_MS), DAY_MS)
+        for daynum in pc.unique(daynums).to_pylist():
+            part = out.filter(pc.equal(daynums, daynum))
+            self._pending[CANDLES_1M].setdefault(daynum, []).append(part)
+            names = self._new_instruments.setdefault(daynum, set())
+            names.update(pc.unique(part["instrument_key"]).to_pylist())
+        self._maybe_flush()
+        return n
+
+    # --- profiles ------------------------------------------------------------------------------
+    def write_profile_summary(
+        self, instrument_key: str, session_day: date, summary: Mapping[str, object]
+    ) -> None:
+        """Store (or replace) the day's profile summary for an instrument: a JSON-able mapping
+        (POC, value area, IB, day type …; Decimals and dates are stored as strings)."""
+        seq = self._manifest.next_seq
+        self._manifest.next_seq += 1
+        daynum = (session_day - EPOCH).days
+        row = pa.Table.from_pylist(
+            [
+                {
+                    "instrument_key": instrument_key,
+                    "session_day": session_day,
+                    "summary": json.dumps(dict(summary), default=str, sort_keys=True),
+                    "seq": seq,
+                }
+            ],
+            schema=PROFILE_SCHEMA,
+        )
+        self._pending[PROFILES].setdefault(daynum, []).append(row)
+        self._new_instruments.setdefault(daynum, set()).add(instrument_key)
+
+    # --- flush, compaction, close --------------------------------------------------------------
+    def _maybe_flush(self) -> None:
+        if self.flush_interval is not None and time.monotonic() - self._last_flush >= self.flush_interval:
+            self.flush()
+
+    def flush(self) -> None:
+        """Publish everything buffered: one Parquet file per (table, day), then one manifest replace."""
+        self._check_open()
+        self._seal_completed_candles()
+        self._last_flush = time.monotonic()
+        published = self._write_pending()
+        if published:
+            self.stats["flushes"] += 1
+            self._compact(force=False)
+        self._bury_expired()
+        self._forget_old_days()
+
+    def close(self) -> None:
+        """Seal open candles, publish, compact every day touched into one file, release the lock."""
+        if self._closed:
+            return
+        self._seal_completed_candles(everything=True)
+        self._write_pending()
+        self._compact(force=True)
+        self._bury_expired(now=float("inf"))
+        self._duck.close()
+        self._lock.release()
+        self._closed = True
+
+    def __enter__(self) -> HistoryWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("HistoryWriter is closed")
+
+    def _write_pending(self) -> bool:
+        manifest = self._manifest
+        wrote = False
+        for table in TABLES:
+            for daynum, parts in self._pending[table].items():
+                data = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+                day = _day_name(daynum)
+                rel = self._write_file(table, day, 0, data)
+                manifest.files[table].setdefault(day, []).append(PartFile(rel, 0, data.num_rows))
+                self._touched.add((table, day))
+                wrote = True
+            self._pending[table] = {}
+        for daynum, names in self._new_instruments.items():
+            day = _day_name(daynum)
+            manifest.instruments[day] = sorted(set(manifest.instruments.get(day, ())) | names)
+        if self._new_instruments:
+            manifest.instruments = dict(sorted(manifest.instruments.items()))
+            self._new_instruments = {}
+            wrote = True
+        if wrote:
+            write_manifest(self.root, manifest)
+        return wrote
+
+    def _file_name(self, table: str, day: str, level: int) -> str:
+        number = self._manifest.next_file
+        self._manifest.next_file += 1
+        return f"{table}/{day}/L{level}-{number:012d}-{uuid.uuid4().hex[:6]}.parquet"
+
+    def _write_file(self, table: str, day: str, level: int, data: pa.Table) -> str:
+        rel = self._file_name(table, day, level)
+        tmp = self._tmp / (rel.replace("/", "_") + ".tmp")
+        pq.write_table(data, tmp, compression="zstd" if level else "snappy")
+        final = self.root / rel
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+        return rel
+
+    def _compact(self, *, force: bool) -> None:
+        manifest = self._manifest
+        changed = False
+        for table in TABLES:
+            for day, parts in list(manifest.files[table].items()):
+                if force:
+                    # One flush file may still hold superseded candle versions: merge it too.
+                    if (table, day) not in self._touched or (len(parts) == 1 and parts[0].level > 0):
+                        continue
+                    merge, level = parts, 2
+                else:
+                    level0 = [p for p in parts if p.level == 0]
+                    level1 = [p for p in parts if p.level == 1]
+                    if len(level1) >= self.compact_after:
+                        merge, level = parts, 2
+                    elif len(level0) >= self.compact_after:
+                        merge, level = level0, 1
+                    else:
+                        continue
+                merged = self._merge(table, day, level, [p.path for p in merge])
+                gone = {p.path for p in merge}
+                manifest.files[table][day] = [p for p in parts if p.path not in gone] + [merged]
+                deadline = time.monotonic() + self.grace_s
+                self._graveyard.extend((deadline, self.root / p) for p in gone)
+                self.stats["compactions"] += 1
+                changed = True
+        if changed:
+            write_manifest(self.root, manifest)
+
+    def _merge(self, table: str, day: str, level: int, paths: list[str]) -> PartFile:
+        rel = self._file_name(table, day, level)
+        tmp = self._tmp / (rel.replace("/", "_") + ".tmp")
+        files = [str(self.root / p) for p in paths]
+        dedupe = ""
+        if table in VERSIONED_KEYS:
+            dedupe = f"QUALIFY row_number() OVER (PARTITION BY {VERSIONED_KEYS[table]} ORDER BY seq DESC) = 1"
+        self._duck.execute(
+            f"COPY (SELECT * FROM read_parquet(?) {dedupe} ORDER BY {SORT_KEYS[table]}) "
+            f"TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)",
+            [files],
+        )
+        rows = pq.read_metadata(tmp).num_rows
+        final = self.root / rel
+        os.replace(tmp, final)
+        return PartFile(rel, level, rows)
+
+    def _bury_expired(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        keep = []
+        for deadline, path in self._graveyard:
+            if deadline <= now:
+                path.unlink(missing_ok=True)
+            else:
+                keep.append((deadline, path))
+        self._graveyard = keep
+
+    def _remove_orphans(self) -> None:
+        """Delete files no manifest names: leftovers of a writer killed between rename and publish,
+        or compaction inputs whose deletion was pending."""
+        named = {p.path for days in self._manifest.files.values() for parts in days.values() for p in parts}
+        for path in self._tmp.iterdir():
+            path.unlink(missing_ok=True)
+        for table in TABLES:
+            for path in (self.root / table).glob("*/*.parquet"):
+                if path.relative_to(self.root).as_posix() not in named:
+                    path.unlink(missing_ok=True)
+
+    # --- restart state -------------------------------------------------------------------------
+    def _load_day(self, daynum: int) -> None:
+        """Rebuild each instrument's high-water mark and latest-minute candle for a day already on
+        disk, so a restarted writer neither duplicates re-sent ticks nor loses a minute's OHLC."""
+        self._loaded_days.add(daynum)
+        day = _day_name(daynum)
+        paths = [
+            str(self.root / p)
+            for p in self._manifest.paths(TICKS, date.fromisoformat(day), date.fromisoformat(day))
+        ]
+        if not paths:
+            return
+        rows = self._duck.execute(
+            """
+            WITH t AS (SELECT * FROM read_parquet(?)),
+                 last AS (SELECT instrument_key, max(ts_ms) - max(ts_ms) % 60000 AS minute
+                          FROM t GROUP BY instrument_key),
+                 base AS (SELECT t.instrument_key, max(t.volume) AS base_volume
+                          FROM t JOIN last USING (instrument_key) WHERE t.ts_ms < last.minute
+                          GROUP BY t.instrument_key)
+            SELECT t.instrument_key, t.ts_ms, t.ltp, t.ltq, t.volume, t.oi, t.bid, t.bid_qty, t.ask,
+                   t.ask_qty, base.base_volume
+            FROM t JOIN last USING (instrument_key) LEFT JOIN base USING (instrument_key)
+            WHERE t.ts_ms >= last.minute
+            ORDER BY t.instrument_key, t.ts_ms, t.seq
+            """,
+            [paths],
+        ).fetchall()
+        for key, ts, ltp, ltq, vol, oi, bid, bid_qty, ask, ask_qty, base_volume in rows:
+            s = self._series.get((key, daynum))
+            if s is None:
+                s = self._series[(key, daynum)] = _Series()
+                s.base_volume = base_volume  # None when the minute is the day's first
+            ident = (ltp, ltq, vol, oi, bid, bid_qty, ask, ask_qty)
+            if ts == s.mark:
+                s.at_mark.add(ident)
+            else:
+                s.mark, s.at_mark = ts, {ident}
+            self._candle_add(key, daynum, s, ts, ltp, ltq, vol, oi)
+        # The rebuilt candle may already be stored; rewriting it is harmless (same key, newer seq).
+
+    def _forget_old_days(self) -> None:
+        """Drop restart state for days before the newest tick's day once their candles are written;
+        they are reloaded from disk if ticks for them ever come again."""
+        if self._watermark < 0:
+            return
+        today = (self._watermark + IST_OFFSET_MS) // DAY_MS
+        old = {d for (_, d), s in self._series.items() if d < today}
+        for daynum in old:
+            if any(s.dirty for (_, d), s in self._series.items() if d == daynum):
+                continue
+            for k in [k for k in self._series if k[1] == daynum]:
+                del self._series[k]
+            self._loaded_days.discard(daynum)
+
+
+__all__ = ["HistoryWriter"]
