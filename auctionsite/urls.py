@@ -1,3 +1,5 @@
+"""Site URLs: dashboard, login/logout, /healthz, admin. (Static files: see SERVE_STATIC in asgi.py.)"""
+
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
@@ -7,7 +9,7 @@ from auctionsite import views
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("healthz", views.healthz, name="healthz"),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
 ]
