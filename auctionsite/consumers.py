@@ -1,23 +1,48 @@
-"""WebSocket consumers for the dashboard."""
+"""WebSocket consumers for the dashboard.
+
+They only forward what the feed publishes to Channels groups (and, on connect, the last snapshot it
+left in Redis); they never compute market state and never accept an unauthenticated connection.
+"""
 
 from __future__ import annotations
 
+import logging
+
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from auctionsite.selectors import latest_market_snapshot
 from feeds.groups import MARKET_GROUP
+
+logger = logging.getLogger(__name__)
+
+# Close code for "not logged in" (4000–4999 are application codes; 4401 mirrors HTTP 401).
+CLOSE_UNAUTHENTICATED = 4401
 
 
 class MarketConsumer(AsyncJsonWebsocketConsumer):
+    """`/ws/market/`: conflated market snapshots for a logged-in user."""
+
+    joined = False
+
     async def connect(self):
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            await self.close(code=4401)
+            await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         await self.channel_layer.group_add(MARKET_GROUP, self.channel_name)
+        self.joined = True
         await self.accept()
+        try:
+            snapshot = await latest_market_snapshot()
+        except Exception as exc:  # a page without a first snapshot still gets the live ones
+            logger.warning("last market snapshot unavailable: %s", type(exc).__name__)
+            return
+        if snapshot is not None:
+            await self.send_json(snapshot)
 
     async def disconnect(self, code):
-        await self.channel_layer.group_discard(MARKET_GROUP, self.channel_name)
+        if self.joined:
+            await self.channel_layer.group_discard(MARKET_GROUP, self.channel_name)
 
     async def market_snapshot(self, event):
         await self.send_json(event)

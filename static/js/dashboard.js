@@ -1,0 +1,411 @@
+// The dashboard's live view: one WebSocket to /ws/market/, snapshots merged into instrument cards,
+// a small canvas line chart per instrument, and the feed's status with a banner when it is not well.
+// It only displays what the server sends; it never computes trading state. No build step: an ES
+// module served as is.
+
+const script = document.getElementById("dashboard-script");
+const WS_PATH = script.dataset.wsPath;
+const LOGIN_URL = script.dataset.loginUrl;
+const STALE_MS = 10_000; // no snapshot for this long while the market is open: say so
+const MAX_POINTS = 5_000; // per chart; older points are dropped
+const MAX_BACKOFF_MS = 15_000;
+
+const priceFormat = new Intl.NumberFormat("en-IN", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+const wholeFormat = new Intl.NumberFormat("en-IN", { maximumFractionDigits: 0 });
+const rateFormat = new Intl.NumberFormat("en-IN", { maximumFractionDigits: 1 });
+const clockFormat = new Intl.DateTimeFormat("en-IN", {
+  timeZone: "Asia/Kolkata", hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
+});
+const shortClockFormat = new Intl.DateTimeFormat("en-IN", {
+  timeZone: "Asia/Kolkata", hour: "2-digit", minute: "2-digit", hour12: false,
+});
+
+const isNumber = (v) => typeof v === "number" && Number.isFinite(v);
+const fmtPrice = (v) => (isNumber(v) ? priceFormat.format(v) : "—");
+const fmtWhole = (v) => (isNumber(v) ? wholeFormat.format(v) : "—");
+const signed = (v, text) => (v > 0 ? "+" : v < 0 ? "−" : "") + text;
+
+function fmtAge(ms) {
+  if (!isNumber(ms)) return "—";
+  const s = Math.max(0, ms) / 1000;
+  if (s < 60) return `${s.toFixed(1)} s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${Math.floor(s % 60)} s ago`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min ago`;
+}
+
+function cssVar(name) {
+  return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+}
+
+// --- Chart -------------------------------------------------------------------------------------
+
+class LineChart {
+  constructor(canvas) {
+    this.canvas = canvas;
+    this.times = [];
+    this.values = [];
+    this.reference = null; // previous close, drawn dashed when in range
+    this.pending = false;
+    new ResizeObserver(() => this.schedule()).observe(canvas);
+  }
+
+  add(timeMs, value) {
+    const last = this.times.length - 1;
+    if (last >= 0 && timeMs <= this.times[last]) {
+      if (timeMs === this.times[last]) this.values[last] = value; // same tick, corrected price
+      else return; // out of order: the chart only moves forward
+    } else {
+      this.times.push(timeMs);
+      this.values.push(value);
+      if (this.times.length > MAX_POINTS) {
+        this.times.splice(0, this.times.length - MAX_POINTS);
+        this.values.splice(0, this.values.length - MAX_POINTS);
+      }
+    }
+    this.schedule();
+  }
+
+  schedule() {
+    if (this.pending) return;
+    this.pending = true;
+    requestAnimationFrame(() => {
+      this.pending = false;
+      this.draw();
+    });
+  }
+
+  draw() {
+    const { canvas } = this;
+    const ratio = window.devicePixelRatio || 1;
+    const width = canvas.clientWidth;
+    const height = canvas.clientHeight;
+    if (!width || !height) return;
+    canvas.width = Math.round(width * ratio);
+    canvas.height = Math.round(height * ratio);
+    const ctx = canvas.getContext("2d");
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+    ctx.clearRect(0, 0, width, height);
+
+    const muted = cssVar("--muted");
+    const line = cssVar("--line");
+    ctx.font = "11px system-ui, sans-serif";
+    ctx.fillStyle = muted;
+    if (this.values.length === 0) {
+      ctx.textAlign = "center";
+      ctx.fillText("Waiting for prices…", width / 2, height / 2);
+      return;
+    }
+
+    const axisW = 74;
+    const axisH = 18;
+    const plotW = width - axisW;
+    const plotH = height - axisH - 6;
+    let lo = Math.min(...this.values);
+    let hi = Math.max(...this.values);
+    if (this.reference !== null && this.reference >= lo - (hi - lo) * 0.5 && this.reference <= hi + (hi - lo) * 0.5) {
+      lo = Math.min(lo, this.reference);
+      hi = Math.max(hi, this.reference);
+    }
+    if (hi - lo < 0.1) {
+      hi += 0.5;
+      lo -= 0.5;
+    }
+    const pad = (hi - lo) * 0.08;
+    lo -= pad;
+    hi += pad;
+    const t0 = this.times[0];
+    const t1 = Math.max(this.times[this.times.length - 1], t0 + 1);
+    const x = (t) => ((t - t0) / (t1 - t0)) * plotW;
+    const y = (v) => 6 + (1 - (v - lo) / (hi - lo)) * plotH;
+
+    // Horizontal grid with price labels on the right.
+    ctx.strokeStyle = line;
+    ctx.lineWidth = 1;
+    ctx.textAlign = "left";
+    ctx.textBaseline = "middle";
+    for (let i = 0; i <= 4; i++) {
+      const v = lo + ((hi - lo) * i) / 4;
+      const yy = Math.round(y(v)) + 0.5;
+      ctx.beginPath();
+      ctx.moveTo(0, yy);
+      ctx.lineTo(plotW, yy);
+      ctx.stroke();
+      ctx.fillText(priceFormat.format(v), plotW + 6, yy);
+    }
+    // Time labels: first and last point, IST.
+    ctx.textBaseline = "bottom";
+    ctx.textAlign = "left";
+    ctx.fillText(shortClockFormat.format(new Date(t0)), 0, height);
+    ctx.textAlign = "right";
+    ctx.fillText(clockFormat.format(new Date(t1)), plotW, height);
+
+    if (this.reference !== null && this.reference > lo && this.reference < hi) {
+      ctx.save();
+      ctx.setLineDash([4, 4]);
+      ctx.strokeStyle = muted;
+      ctx.beginPath();
+      ctx.moveTo(0, y(this.reference));
+      ctx.lineTo(plotW, y(this.reference));
+      ctx.stroke();
+      ctx.restore();
+    }
+
+    const stroke = cssVar("--chart-line");
+    ctx.beginPath();
+    this.values.forEach((v, i) => {
+      const px = this.times.length === 1 ? plotW : x(this.times[i]);
+      if (i === 0) ctx.moveTo(px, y(v));
+      else ctx.lineTo(px, y(v));
+    });
+    ctx.strokeStyle = stroke;
+    ctx.lineWidth = 1.6;
+    ctx.lineJoin = "round";
+    ctx.stroke();
+    if (this.values.length > 1) {
+      ctx.lineTo(plotW, 6 + plotH);
+      ctx.lineTo(0, 6 + plotH);
+      ctx.closePath();
+      ctx.fillStyle = cssVar("--chart-fill");
+      ctx.fill();
+    }
+    const lastX = this.times.length === 1 ? plotW : x(this.times[this.times.length - 1]);
+    const lastY = y(this.values[this.values.length - 1]);
+    ctx.beginPath();
+    ctx.arc(lastX, lastY, 3, 0, Math.PI * 2);
+    ctx.fillStyle = stroke;
+    ctx.fill();
+  }
+}
+
+// --- Instrument cards --------------------------------------------------------------------------
+
+const container = document.getElementById("instruments");
+const cardTemplate = document.getElementById("instrument-card");
+const cards = new Map();
+
+function makeCard(el) {
+  const fields = {};
+  el.querySelectorAll("[data-field]").forEach((node) => {
+    fields[node.dataset.field] = node;
+  });
+  return { el, fields, data: {}, chart: new LineChart(el.querySelector("canvas[data-chart]")) };
+}
+
+document.querySelectorAll("#instruments [data-instrument]").forEach((el) => {
+  cards.set(el.dataset.instrument, makeCard(el));
+});
+
+function cardFor(key, name) {
+  let card = cards.get(key);
+  if (!card) {
+    // An instrument the feed added (a near-month future): a new card after the watchlist.
+    const el = cardTemplate.content.firstElementChild.cloneNode(true);
+    el.dataset.instrument = key;
+    el.querySelector(".instrument__key").textContent = key;
+    el.querySelector("canvas").setAttribute("aria-label", `Price chart for ${name || key}`);
+    container.append(el);
+    card = makeCard(el);
+    cards.set(key, card);
+  }
+  return card;
+}
+
+function renderCard(card, update) {
+  const previousLtp = card.data.ltp;
+  Object.assign(card.data, update);
+  const d = card.data;
+  const f = card.fields;
+  if (d.name) f.name.textContent = d.name;
+  f.ltp.textContent = fmtPrice(d.ltp);
+  let change = d.change;
+  let changePct = d.change_pct;
+  if (!isNumber(change) && isNumber(d.ltp) && isNumber(d.prev_close) && d.prev_close) {
+    change = d.ltp - d.prev_close;
+    changePct = (change / d.prev_close) * 100;
+  }
+  if (isNumber(change)) {
+    const pct = isNumber(changePct) ? ` (${signed(changePct, priceFormat.format(Math.abs(changePct)))}%)` : "";
+    f.change.textContent = signed(change, priceFormat.format(Math.abs(change))) + pct;
+    f.change.classList.toggle("up", change > 0);
+    f.change.classList.toggle("down", change < 0);
+  }
+  f.prev_close.textContent = fmtPrice(d.prev_close);
+  f.open.textContent = fmtPrice(d.open);
+  f.high.textContent = fmtPrice(d.high);
+  f.low.textContent = fmtPrice(d.low);
+  for (const name of ["volume", "oi"]) {
+    const show = isNumber(d[name]) && d[name] > 0;
+    f[name].parentElement.hidden = !show;
+    if (show) f[name].textContent = fmtWhole(d[name]);
+  }
+  if (isNumber(d.ts_ms)) f.ts.textContent = clockFormat.format(new Date(d.ts_ms));
+  if (isNumber(update.ltp) && isNumber(previousLtp) && update.ltp !== previousLtp) {
+    const cls = update.ltp > previousLtp ? "flash-up" : "flash-down";
+    f.ltp.classList.remove("flash-up", "flash-down");
+    f.ltp.classList.add(cls);
+    setTimeout(() => f.ltp.classList.remove(cls), 180);
+  }
+  if (isNumber(d.prev_close)) card.chart.reference = d.prev_close;
+}
+
+// --- Feed status and banner ------------------------------------------------------------------
+
+const ui = {
+  socket: document.getElementById("socket-state"),
+  connected: document.getElementById("feed-connected"),
+  source: document.getElementById("feed-source"),
+  session: document.getElementById("feed-session"),
+  rate: document.getElementById("feed-rate"),
+  age: document.getElementById("feed-age"),
+  banner: document.getElementById("banner"),
+};
+
+const state = {
+  feed: null,
+  socketOpen: false,
+  openedAt: 0,
+  lastMessageAt: 0,
+  retryAt: 0,
+  sessionEnded: false,
+};
+
+function setPill(el, text, level) {
+  el.textContent = text;
+  el.classList.remove("pill--ok", "pill--warn", "pill--bad");
+  if (level) el.classList.add(`pill--${level}`);
+}
+
+function renderFeed() {
+  const feed = state.feed;
+  if (!feed) return;
+  setPill(ui.connected, feed.connected ? "connected" : "not connected", feed.connected ? "ok" : "bad");
+  ui.source.textContent = feed.source || "—";
+  ui.session.textContent = (feed.session_state || "—").replace("_", "-");
+  ui.rate.textContent = isNumber(feed.ticks_per_s) ? rateFormat.format(feed.ticks_per_s) : "—";
+}
+
+function bannerText() {
+  const now = Date.now();
+  if (state.sessionEnded) return ["bad", "Your session has ended. Log in again to see live prices.", true];
+  if (!state.socketOpen) {
+    const wait = Math.max(0, Math.ceil((state.retryAt - now) / 1000));
+    return ["bad", `Disconnected from the server: prices are not updating. Reconnecting${wait ? ` in ${wait} s` : "…"}`];
+  }
+  const feed = state.feed;
+  if (feed && feed.alert) return ["bad", `Feed alert: ${feed.alert}`];
+  const closed = feed && (feed.session_state === "closed" || feed.session_state === "pre_open");
+  if (!closed) {
+    if (!state.lastMessageAt && now - state.openedAt > STALE_MS) {
+      return ["warn", "No market data yet: is the feed running?"];
+    }
+    if (state.lastMessageAt && now - state.lastMessageAt > STALE_MS) {
+      return ["warn", `Feed stale: no market update for ${Math.round((now - state.lastMessageAt) / 1000)} s.`];
+    }
+  }
+  if (feed && feed.connected === false) return ["warn", `The feed is not connected to its source (${feed.source || "unknown"}).`];
+  return null;
+}
+
+function renderBanner() {
+  const banner = bannerText();
+  if (!banner) {
+    ui.banner.hidden = true;
+    ui.banner.textContent = "";
+    return;
+  }
+  const [level, text, withLogin] = banner;
+  ui.banner.hidden = false;
+  ui.banner.dataset.level = level;
+  if (ui.banner.dataset.text !== text) {
+    ui.banner.dataset.text = text;
+    ui.banner.textContent = text + " ";
+    if (withLogin) {
+      const a = document.createElement("a");
+      a.href = `${LOGIN_URL}?next=${encodeURIComponent(location.pathname)}`;
+      a.textContent = "Log in";
+      ui.banner.append(a);
+    }
+  }
+}
+
+function tick() {
+  const feed = state.feed;
+  ui.age.textContent = feed && isNumber(feed.last_tick_ms) ? fmtAge(Date.now() - feed.last_tick_ms) : "—";
+  renderBanner();
+}
+
+// --- Socket ------------------------------------------------------------------------------------
+
+let attempts = 0;
+
+function applySnapshot(message) {
+  state.lastMessageAt = Date.now();
+  const instruments = message.instruments || {};
+  for (const [key, update] of Object.entries(instruments)) {
+    const card = cardFor(key, update.name);
+    renderCard(card, update);
+    const t = isNumber(update.ts_ms) ? update.ts_ms : message.ts_ms;
+    if (isNumber(update.ltp) && isNumber(t)) card.chart.add(t, update.ltp);
+  }
+  if (message.feed) {
+    state.feed = { ...(state.feed || {}), ...message.feed };
+    renderFeed();
+  }
+  tick();
+}
+
+async function checkSession() {
+  // A refused WebSocket handshake looks like any other failure to the browser; ask over HTTP.
+  try {
+    const response = await fetch(location.pathname, { redirect: "manual", credentials: "same-origin" });
+    if (response.type === "opaqueredirect" || response.status === 401 || response.status === 403) {
+      state.sessionEnded = true;
+    }
+  } catch {
+    // The server is down; keep retrying.
+  }
+}
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${location.host}${WS_PATH}`);
+  let opened = false;
+  setPill(ui.socket, "connecting", "warn");
+  ui.socket.dataset.state = "connecting";
+  socket.addEventListener("open", () => {
+    opened = true;
+    attempts = 0;
+    state.socketOpen = true;
+    state.openedAt = Date.now();
+    setPill(ui.socket, "live", "ok");
+    ui.socket.dataset.state = "live";
+    tick();
+  });
+  socket.addEventListener("message", (event) => {
+    let message;
+    try {
+      message = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    if (message.type === "market.snapshot") applySnapshot(message);
+  });
+  socket.addEventListener("close", async (event) => {
+    state.socketOpen = false;
+    setPill(ui.socket, "disconnected", "bad");
+    ui.socket.dataset.state = "disconnected";
+    if (event.code === 4401 || !opened) await checkSession();
+    if (state.sessionEnded) {
+      tick();
+      return;
+    }
+    const delay = Math.min(MAX_BACKOFF_MS, 500 * 2 ** attempts) * (0.75 + Math.random() * 0.5);
+    attempts += 1;
+    state.retryAt = Date.now() + delay;
+    tick();
+    setTimeout(connect, delay);
+  });
+}
+
+setInterval(tick, 250);
+connect();
