@@ -242,7 +242,7 @@ class HistoryWriter:
             self._pending[TICKS].setdefault(daynum, []).append(batch if whole else batch.take(take))
             if depth_batch is not None:
                 part = depth_batch if whole else depth_batch.take(take)
-                part = part.filter(pc.list_value_length(part["levels"]) > 0)
+                part = part.filter(pc.greater(pc.list_value_length(part["levels"]), 0))
                 if part.num_rows:
                     self._pending[DEPTH].setdefault(daynum, []).append(part)
         return n_accepted
@@ -352,7 +352,9 @@ class HistoryWriter:
             ],
             schema=CANDLE_SCHEMA,
         )
-        daynums = pc.floor_divide(pc.add(out["ts_ms"], IST_OFFSET_MS), DAY_MS)
+        daynums = pc.divide(
+            pc.add(out["ts_ms"], IST_OFFSET_MS), DAY_MS
+        )  # timestamps after 1970: truncation is floor
         for daynum in pc.unique(daynums).to_pylist():
             part = out.filter(pc.equal(daynums, daynum))
             self._pending[CANDLES_1M].setdefault(daynum, []).append(part)
