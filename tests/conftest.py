@@ -97,18 +97,58 @@ _SERVER_SETTINGS = textwrap.dedent(
 
 @dataclass
 class DaphneServer:
-    url: str
+    port: int
     env: dict[str, str]
     redis_url: str
     channel_prefix: str
     var_dir: Path
     process: subprocess.Popen | None = None
-    log_path: Path | None = None
     children: list[subprocess.Popen] = field(default_factory=list)
 
     @property
-    def ws_url(self) -> str:
-        return "ws" + self.url[len("http") :]
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.var_dir / f"daphne-{self.port}.log"
+
+    def start(self) -> None:
+        """Start Daphne and wait until it serves pages."""
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "daphne"),
+                    "-b",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "auctionsite.asgi:application",
+                ],
+                cwd=BASE_DIR,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        _wait_until_serving(self)
+
+    def stop(self) -> None:
+        """Stop the background commands and Daphne (SIGTERM, then SIGKILL)."""
+        for child in self.children:
+            stop_process(child)
+        self.children.clear()
+        if self.process is not None:
+            stop_process(self.process)
+
+    def sibling(self) -> DaphneServer:
+        """Another server on a new port over the same database, Redis and channel prefix (not started)."""
+        return DaphneServer(
+            port=free_port(),
+            env=self.env,
+            redis_url=self.redis_url,
+            channel_prefix=self.channel_prefix,
+            var_dir=self.var_dir,
+        )
 
     def manage(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
         """`manage.py <args>` against the server's database, Redis and settings."""
@@ -136,7 +176,7 @@ class DaphneServer:
         return proc
 
     def log_tail(self, chars: int = 4000) -> str:
-        if self.log_path is None or not self.log_path.exists():
+        if not self.log_path.exists():
             return ""
         return self.log_path.read_text(errors="replace")[-chars:]
 
@@ -194,33 +234,13 @@ def daphne_server(tmp_path_factory, test_redis_url) -> DaphneServer:
             "PYTHONUNBUFFERED": "1",
         }
     )
-    server = DaphneServer(
-        url=f"http://127.0.0.1:{port}", env=env, redis_url=test_redis_url, channel_prefix=prefix, var_dir=root
-    )
+    server = DaphneServer(port=port, env=env, redis_url=test_redis_url, channel_prefix=prefix, var_dir=root)
     server.manage("migrate", "--noinput", timeout=300)
-    server.log_path = root / "daphne.log"
-    with open(server.log_path, "wb") as log:
-        server.process = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "daphne"),
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "auctionsite.asgi:application",
-            ],
-            cwd=BASE_DIR,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
     try:
-        _wait_until_serving(server)
+        server.start()
         yield server
     finally:
-        for child in server.children:
-            stop_process(child)
-        stop_process(server.process)
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -39,6 +39,16 @@ function cssVar(name) {
 
 // --- Chart -------------------------------------------------------------------------------------
 
+// A round grid step (1, 2, 2.5 or 5 times a power of ten) giving about `count` lines over `range`.
+function niceStep(range, count) {
+  const raw = range / count;
+  const magnitude = 10 ** Math.floor(Math.log10(raw));
+  for (const m of [1, 2, 2.5, 5]) {
+    if (raw <= m * magnitude) return m * magnitude;
+  }
+  return 10 * magnitude;
+}
+
 class LineChart {
   constructor(canvas) {
     this.canvas = canvas;
@@ -118,13 +128,13 @@ class LineChart {
     const x = (t) => ((t - t0) / (t1 - t0)) * plotW;
     const y = (v) => 6 + (1 - (v - lo) / (hi - lo)) * plotH;
 
-    // Horizontal grid with price labels on the right.
+    // Horizontal grid at round price levels, labelled on the right.
     ctx.strokeStyle = line;
     ctx.lineWidth = 1;
     ctx.textAlign = "left";
     ctx.textBaseline = "middle";
-    for (let i = 0; i <= 4; i++) {
-      const v = lo + ((hi - lo) * i) / 4;
+    const step = niceStep(hi - lo, 4);
+    for (let v = Math.ceil(lo / step) * step; v <= hi; v += step) {
       const yy = Math.round(y(v)) + 0.5;
       ctx.beginPath();
       ctx.moveTo(0, yy);
@@ -132,12 +142,13 @@ class LineChart {
       ctx.stroke();
       ctx.fillText(priceFormat.format(v), plotW + 6, yy);
     }
-    // Time labels: first and last point, IST.
+    // Time labels: first and last point, IST; seconds only while the span is short.
+    const timeFormat = t1 - t0 < 10 * 60_000 ? clockFormat : shortClockFormat;
     ctx.textBaseline = "bottom";
     ctx.textAlign = "left";
-    ctx.fillText(shortClockFormat.format(new Date(t0)), 0, height);
+    ctx.fillText(timeFormat.format(new Date(t0)), 0, height);
     ctx.textAlign = "right";
-    ctx.fillText(clockFormat.format(new Date(t1)), plotW, height);
+    ctx.fillText(timeFormat.format(new Date(t1)), plotW, height);
 
     if (this.reference !== null && this.reference > lo && this.reference < hi) {
       ctx.save();
@@ -238,7 +249,7 @@ function renderCard(card, update) {
     f[name].parentElement.hidden = !show;
     if (show) f[name].textContent = fmtWhole(d[name]);
   }
-  if (isNumber(d.ts_ms)) f.ts.textContent = clockFormat.format(new Date(d.ts_ms));
+  if (isNumber(d.ts_ms)) f.ts.textContent = `${clockFormat.format(new Date(d.ts_ms))} IST`;
   if (isNumber(update.ltp) && isNumber(previousLtp) && update.ltp !== previousLtp) {
     const cls = update.ltp > previousLtp ? "flash-up" : "flash-down";
     f.ltp.classList.remove("flash-up", "flash-down");
@@ -278,6 +289,7 @@ function setPill(el, text, level) {
 function renderFeed() {
   const feed = state.feed;
   if (!feed) return;
+  // The feed's own link to its source (Upstox socket, simulator), not this page's socket.
   setPill(ui.connected, feed.connected ? "connected" : "not connected", feed.connected ? "ok" : "bad");
   ui.source.textContent = feed.source || "—";
   ui.session.textContent = (feed.session_state || "—").replace("_", "-");
