@@ -78,7 +78,7 @@ def load_schedules(path: Path = CHARGES_FILE, segment: str = "index_options") ->
     schedules = [
         ChargeSchedule(
             effective_from=date.fromisoformat(item["effective_from"]),
-            **{k: Decimal(v) for k, v in item.items() if k != "effective_from"},
+            **{k: Decimal(v) for k, v in item.items() if k not in ("effective_from", "note")},
         )
         for item in raw
     ]

@@ -61,7 +61,7 @@ def test_effective_dates_and_no_schedule_before_the_first():
     assert schedule_on(date(2026, 3, 31)).stt_sell_pct == D("0.1")
     assert schedule_on(date(2026, 4, 1)).stt_sell_pct == D("0.15")
     with pytest.raises(ValueError, match="no charge schedule"):
-        schedule_on(date(2000, 1, 1))
+        schedule_on(date(2010, 1, 1))
 
 
 def test_schedules_come_from_the_data_file(tmp_path):
