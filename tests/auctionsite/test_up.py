@@ -28,6 +28,7 @@ from auctionsite.management.commands.up import (
     local_redis_spec,
     redis_answers,
     redis_server_executable,
+    running_up_pid,
     strategy_worker_spec,
 )
 
@@ -118,6 +119,21 @@ def test_a_fresh_database_gets_the_stored_demo_password(tmp_path):
     login = ensure_demo_login(var_dir=tmp_path)
     assert login.created and login.password == "kept-secret-1"
     assert get_user_model().objects.get(username="demo").check_password("kept-secret-1")
+
+
+def test_a_second_up_on_the_same_var_dir_is_refused(tmp_path):
+    state = tmp_path / "up.json"
+    assert running_up_pid(state) is None
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "up"])
+    try:
+        state.write_text(json.dumps({"pid": other.pid, "children": {}}))
+        assert running_up_pid(state) == other.pid
+    finally:
+        other.kill()
+        other.wait()
+    assert running_up_pid(state) is None
+    state.write_text(json.dumps({"pid": os.getpid(), "children": {}}))
+    assert running_up_pid(state) is None
 
 
 # --- End to end -------------------------------------------------------------------------------

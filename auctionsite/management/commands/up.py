@@ -13,6 +13,7 @@ This command only starts and stops processes; the work itself lives in the comma
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import psutil
 import redis
 from django.conf import settings
 from django.core.management import call_command, get_commands
@@ -181,6 +183,19 @@ def local_redis_spec(url: str, *, var_dir: Path) -> ProcessSpec:
     return ProcessSpec.of("redis", argv, cwd=str(var_dir))
 
 
+def running_up_pid(state_file: Path) -> int | None:
+    """The pid of another live `up` recorded in `state_file`, if any."""
+    try:
+        pid = json.loads(state_file.read_text())["pid"]
+        process = psutil.Process(pid)
+        running = (
+            pid != os.getpid() and "up" in process.cmdline() and process.status() != psutil.STATUS_ZOMBIE
+        )
+    except (OSError, ValueError, KeyError, psutil.Error):
+        return None
+    return pid if running else None
+
+
 # --- Demo login -------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class DemoLogin:
@@ -248,6 +263,10 @@ class Command(BaseCommand):
 
         infra = Supervisor(output=out, grace=options["grace"])
         apps: Supervisor | None = None
+        state_file = var_dir / "up.json"
+        other = running_up_pid(state_file)
+        if other is not None:
+            raise CommandError(f"`up` is already running from this var/ directory (pid {other})")
         try:
             if not redis_answers(settings.REDIS_URL):
                 spec = local_redis_spec(settings.REDIS_URL, var_dir=var_dir)
@@ -272,7 +291,7 @@ class Command(BaseCommand):
                 with_feed=with_feed,
                 var_dir=var_dir,
             )
-            apps = Supervisor(output=out, grace=options["grace"], state_file=var_dir / "up.json")
+            apps = Supervisor(output=out, grace=options["grace"], state_file=state_file)
             apps.reconcile(desired_processes(plan))
             self._announce(infra, plan, login)
             self._run(apps, infra, plan)
@@ -291,7 +310,9 @@ class Command(BaseCommand):
     def _wait_for_redis(self, infra: Supervisor, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
         while not redis_answers(settings.REDIS_URL):
-            if time.monotonic() > deadline or self._shutdown_reason:
+            if self._shutdown_reason:
+                return
+            if time.monotonic() > deadline:
                 raise CommandError("the Redis started by `up` did not answer")
             infra.step()
             time.sleep(0.1)
@@ -315,6 +336,9 @@ class Command(BaseCommand):
             infra.step()
             apps.step()
             if time.monotonic() >= next_reconcile:
-                apps.reconcile(desired_processes(plan))
+                try:
+                    apps.reconcile(desired_processes(plan))
+                except Exception as exc:  # e.g. the database is briefly locked: keep what runs
+                    apps.log("up", f"could not read the wanted processes ({exc.__class__.__name__}: {exc})")
                 next_reconcile = time.monotonic() + RECONCILE_EVERY_S
             time.sleep(0.2)
