@@ -1,0 +1,187 @@
+"""The one place where Upstox market feed V3 messages become the project's `Tick`s.
+
+Two entry points over the same rules: `ticks_from_message` for what the SDK's `message` event hands
+over (`json_format.MessageToDict` output: camelCase keys, int64 as strings, zero fields omitted),
+and `ticks_from_response` for a decoded `FeedResponse` protobuf (the fast path, same results).
+Handles ltpc, full (marketFF / indexFF) and option_greeks (firstLevelWithGreeks) feeds, and maps
+market status frames to session states.
+
+Pure functions: no Django, no I/O, never raises on a missing field (absent means zero on the wire).
+"""
+
+from __future__ import annotations
+
+from feeds.sources import CLOSED, OPEN, PRE_OPEN
+from feeds.ticks import Tick
+
+# Upstox segment statuses → the project's session states.
+_SESSION_STATES = {
+    "PRE_OPEN_START": PRE_OPEN,
+    "PRE_OPEN_END": PRE_OPEN,
+    "NORMAL_OPEN": OPEN,
+    "NORMAL_CLOSE": CLOSED,
+    "CLOSING_START": CLOSED,
+    "CLOSING_END": CLOSED,
+}
+# Protobuf enum numbers of MarketStatus, for the protobuf path.
+_SESSION_STATES_BY_NUMBER = dict(
+    enumerate(
+        ["PRE_OPEN_START", "PRE_OPEN_END", "NORMAL_OPEN", "NORMAL_CLOSE", "CLOSING_START", "CLOSING_END"]
+    )
+)
+MARKET_INFO = "market_info"
+_EMPTY: dict = {}
+
+
+def session_state(segment_status: dict[str, str], segment: str = "NSE_FO") -> str | None:
+    """The session state of `segment` (F&O by default, the bot's market) from a market_info frame;
+    falls back to NSE_INDEX, then to any segment. None when the frame names none."""
+    status = segment_status.get(segment) or segment_status.get("NSE_INDEX")
+    if status is None and segment_status:
+        status = next(iter(segment_status.values()))
+    return _SESSION_STATES.get(status) if status else None
+
+
+def market_status(message: dict) -> str | None:
+    """The session state a `market_info` message announces, or None for any other message."""
+    if message.get("type") != MARKET_INFO:
+        return None
+    return session_state(message.get("marketInfo", _EMPTY).get("segmentStatus", _EMPTY))
+
+
+def ticks_from_message(message: dict) -> list[Tick]:
+    """Ticks in one MessageToDict'ed FeedResponse (initial_feed or live_feed; none for market_info)."""
+    feeds = message.get("feeds")
+    if not feeds:
+        return []
+    current_ts = int(message.get("currentTs", 0))
+    ticks = []
+    for key, feed in feeds.items():
+        tick = _tick_from_feed(key, feed, current_ts)
+        if tick is not None:
+            ticks.append(tick)
+    return ticks
+
+
+def _tick_from_feed(key: str, feed: dict, current_ts: int) -> Tick | None:
+    full = feed.get("fullFeed")
+    volume = 0
+    oi = 0.0
+    depth: tuple = ()
+    if full is not None:
+        market = full.get("marketFF")
+        if market is not None:
+            ltpc = market.get("ltpc", _EMPTY)
+            volume = int(market.get("vtt", 0))
+            oi = float(market.get("oi", 0.0))
+            depth = tuple(
+                (
+                    float(q.get("bidP", 0.0)),
+                    int(q.get("bidQ", 0)),
+                    float(q.get("askP", 0.0)),
+                    int(q.get("askQ", 0)),
+                )
+                for q in market.get("marketLevel", _EMPTY).get("bidAskQuote", ())
+            )
+        else:
+            ltpc = full.get("indexFF", _EMPTY).get("ltpc", _EMPTY)
+    elif "firstLevelWithGreeks" in feed:
+        greeks = feed["firstLevelWithGreeks"]
+        ltpc = greeks.get("ltpc", _EMPTY)
+        volume = int(greeks.get("vtt", 0))
+        oi = float(greeks.get("oi", 0.0))
+        first = greeks.get("firstDepth")
+        if first is not None:
+            depth = (
+                (
+                    float(first.get("bidP", 0.0)),
+                    int(first.get("bidQ", 0)),
+                    float(first.get("askP", 0.0)),
+                    int(first.get("askQ", 0)),
+                ),
+            )
+    elif "ltpc" in feed:
+        ltpc = feed["ltpc"]
+    else:
+        return None
+    if "ltp" not in ltpc:
+        return None  # a feed with no price (e.g. an untraded contract's empty snapshot)
+    best = depth[0] if depth else (0.0, 0, 0.0, 0)
+    return Tick(
+        instrument_key=key,
+        ts_ms=int(ltpc.get("ltt", 0)) or current_ts,
+        ltp=float(ltpc["ltp"]),
+        ltq=int(ltpc.get("ltq", 0)),
+        volume=volume,
+        oi=oi,
+        bid=best[0],
+        bid_qty=best[1],
+        ask=best[2],
+        ask_qty=best[3],
+        close_prev=float(ltpc.get("cp", 0.0)),
+        depth=depth if len(depth) > 1 else (),
+    )
+
+
+def market_status_from_response(response) -> str | None:
+    """`market_status` for a decoded FeedResponse protobuf."""
+    if response.type != 2:  # market_info
+        return None
+    statuses = {
+        segment: _SESSION_STATES_BY_NUMBER.get(number, "")
+        for segment, number in response.marketInfo.segmentStatus.items()
+    }
+    return session_state(statuses)
+
+
+def ticks_from_response(response) -> list[Tick]:
+    """`ticks_from_message` for a decoded FeedResponse protobuf, without the MessageToDict detour."""
+    current_ts = response.currentTs
+    ticks = []
+    for key, feed in response.feeds.items():
+        kind = feed.WhichOneof("FeedUnion")
+        volume = 0
+        oi = 0.0
+        levels: tuple = ()
+        if kind == "fullFeed":
+            full = feed.fullFeed
+            if full.WhichOneof("FullFeedUnion") == "marketFF":
+                market = full.marketFF
+                ltpc = market.ltpc
+                volume = market.vtt
+                oi = market.oi
+                levels = tuple((q.bidP, q.bidQ, q.askP, q.askQ) for q in market.marketLevel.bidAskQuote)
+            else:
+                ltpc = full.indexFF.ltpc
+        elif kind == "firstLevelWithGreeks":
+            greeks = feed.firstLevelWithGreeks
+            ltpc = greeks.ltpc
+            volume = greeks.vtt
+            oi = greeks.oi
+            if greeks.HasField("firstDepth"):
+                q = greeks.firstDepth
+                levels = ((q.bidP, q.bidQ, q.askP, q.askQ),)
+        elif kind == "ltpc":
+            ltpc = feed.ltpc
+        else:
+            continue
+        if ltpc.ltp == 0.0:
+            continue  # proto3 cannot tell an absent price from zero; MessageToDict omits it too
+        best = levels[0] if levels else (0.0, 0, 0.0, 0)
+        ticks.append(
+            Tick(
+                key,
+                ltpc.ltt or current_ts,
+                ltpc.ltp,
+                ltpc.ltq,
+                volume,
+                oi,
+                best[0],
+                best[1],
+                best[2],
+                best[3],
+                ltpc.cp,
+                levels if len(levels) > 1 else (),
+            )
+        )
+    return ticks

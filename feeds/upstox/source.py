@@ -1,0 +1,435 @@
+"""The Upstox market data source for runfeed: the official SDK's `MarketDataStreamerV3` under a
+supervisor of our own.
+
+- Subscribes the watchlist indices and their near-month futures in `full` mode, and options ±N
+  listed strikes around the money (nearest weekly expiry for Nifty 50, monthly for Nifty Bank, from
+  the instrument master), re-centred as the index moves.
+- The SDK's callback (on the SDK's socket thread) only normalises to `Tick`s and hands them over
+  with `loop.call_soon_threadsafe(queue.put_nowait, ...)`; this module's loop hands them to the sink.
+- The SDK's own reconnect (fixed interval, gives up) is disabled. The supervisor reconnects with
+  exponential backoff and jitter forever, re-reads the token before each attempt (Connect Upstox
+  may have stored a new one), resubscribes on every open, and forces a reconnect when no data has
+  arrived for `watchdog_s` while the session is open. A 401 stops reconnecting until the token
+  changes and raises an alert. Undecodable frames are counted and logged; the feed goes on.
+
+It never writes to the history store, Redis or Channels (the sink does), and never logs the token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from asgiref.sync import sync_to_async
+from google.protobuf.message import DecodeError
+from upstox_client.feeder.market_data_streamer_v3 import MarketDataStreamerV3
+
+from feeds import contracts
+from feeds.sources import CLOSED, OPEN, TickSink
+from feeds.ticks import IST, Tick
+from feeds.upstox import client as upstox
+from feeds.upstox.normalise import (
+    market_status,
+    market_status_from_response,
+    ticks_from_message,
+    ticks_from_response,
+)
+
+log = logging.getLogger(__name__)
+
+FULL = "full"
+ALERT_401 = "Upstox rejected the access token (401): reconnect via Connect Upstox"
+ALERT_NO_TOKEN = "No valid Upstox token: connect via Connect Upstox"
+# Which expiry each index's options come from (Nifty Bank has had monthly options only since Nov 2024).
+EXPIRY_KIND = {"NSE_INDEX|Nifty 50": contracts.WEEKLY, "NSE_INDEX|Nifty Bank": contracts.MONTHLY}
+
+
+@dataclass(frozen=True, slots=True)
+class OptionContract:
+    instrument_key: str
+    strike: float
+    option_type: str  # CE | PE
+    expiry: date
+
+
+class StrikeLadder:
+    """The listed strikes of one underlying's chosen expiry, and the window around the money."""
+
+    def __init__(self, underlying_key: str, options: Iterable[OptionContract], width: int):
+        self.underlying_key = underlying_key
+        self.width = width
+        self._by_strike: dict[float, list[str]] = {}
+        for option in options:
+            self._by_strike.setdefault(option.strike, []).append(option.instrument_key)
+        self.strikes = sorted(self._by_strike)
+        self.centre: float | None = None
+
+    def atm(self, price: float) -> float | None:
+        """The listed strike nearest to `price` (never a strike rounded into existence)."""
+        if not self.strikes:
+            return None
+        return min(self.strikes, key=lambda s: (abs(s - price), s))
+
+    def recentre(self, price: float) -> bool:
+        """Move the centre to the ATM strike when the index has moved far enough; True if moved.
+
+        Hysteresis: switch only once the price is 60% of the way to the new strike, so a price
+        sitting on a midpoint does not flap the subscriptions.
+        """
+        atm = self.atm(price)
+        if atm is None or atm == self.centre:
+            return False
+        if self.centre is not None and abs(price - self.centre) < 0.6 * abs(atm - self.centre):
+            return False
+        self.centre = atm
+        return True
+
+    def keys(self) -> set[str]:
+        if self.centre is None:
+            return set()
+        i = self.strikes.index(self.centre)
+        window = self.strikes[max(0, i - self.width) : i + self.width + 1]
+        return {key for strike in window for key in self._by_strike[strike]}
+
+
+@dataclass
+class SubscriptionPlan:
+    """What the feed subscribes: fixed keys (indices, futures) and option ladders per index."""
+
+    fixed: dict[str, str] = field(default_factory=dict)  # key -> mode
+    ladders: dict[str, StrikeLadder] = field(default_factory=dict)
+    option_mode: str = FULL
+
+    def desired(self) -> dict[str, set[str]]:
+        modes: dict[str, set[str]] = {}
+        for key, mode in self.fixed.items():
+            modes.setdefault(mode, set()).add(key)
+        for ladder in self.ladders.values():
+            modes.setdefault(self.option_mode, set()).update(ladder.keys())
+        return modes
+
+
+def load_plan(
+    instruments: list[str], on_date: date, strikes_each_side: int, option_mode: str = FULL
+) -> SubscriptionPlan:
+    """Build the plan from the instrument master in the database (sync: call via sync_to_async)."""
+    from feeds.upstox import instruments as master
+
+    plan = SubscriptionPlan(option_mode=option_mode)
+    for key in instruments:
+        plan.fixed[key] = FULL
+        if not key.startswith("NSE_INDEX|"):
+            continue
+        future = master.near_month_future(key, on_date)
+        if future is not None:
+            plan.fixed[future] = FULL
+        options = master.option_contracts(key, on_date, weekly=EXPIRY_KIND.get(key) == contracts.WEEKLY)
+        if options:
+            plan.ladders[key] = StrikeLadder(
+                key,
+                (
+                    OptionContract(o.instrument_key, float(o.strike), o.instrument_type, o.expiry)
+                    for o in options
+                ),
+                strikes_each_side,
+            )
+    return plan
+
+
+def backoff_delay(attempt: int, initial: float, maximum: float, rng: random.Random) -> float:
+    """Exponential backoff with full jitter: uniform in [initial/2, min(maximum, initial * 2**n)]."""
+    ceiling = min(maximum, initial * (2 ** max(0, attempt - 1)))
+    return rng.uniform(min(initial / 2, ceiling), ceiling)
+
+
+def _is_unauthorised(error: object) -> bool:
+    return getattr(error, "status_code", None) == 401 or "401 Unauthorized" in str(error)
+
+
+class _ProtoStreamer(MarketDataStreamerV3):
+    """The SDK's streamer, socket and protocol unchanged, handing the decoded protobuf to
+    listeners instead of a `MessageToDict` copy (the dict conversion dominates the SDK's cost)."""
+
+    def handle_message(self, ws, message):
+        self.emit(self.Event["MESSAGE"], self.decode_protobuf(message))
+
+
+def session_state_by_clock(now: datetime | None = None) -> str:
+    """OPEN during the regular session of a trading day (used until a market_info frame arrives)."""
+    now = (now or datetime.now(IST)).astimezone(IST)
+    if not contracts.is_trading_day(now.date()):
+        return CLOSED
+    return OPEN if contracts.SESSION_OPEN <= now.time() < contracts.SESSION_CLOSE else CLOSED
+
+
+class UpstoxSource:
+    """`feeds.sources.TickSource` over the Upstox market feed V3."""
+
+    name = "upstox"
+
+    def __init__(
+        self,
+        instruments: list[str],
+        *,
+        token_provider: Callable[[], str | None],
+        strikes_each_side: int = 5,
+        option_mode: str = FULL,
+        decode: str = "proto",
+        backoff_initial_s: float = 1.0,
+        backoff_max_s: float = 60.0,
+        watchdog_s: float = 20.0,
+        open_timeout_s: float = 20.0,
+        token_poll_s: float = 5.0,
+        plan: SubscriptionPlan | None = None,
+        clock_state: Callable[[], str] = session_state_by_clock,
+        seed: int | None = None,
+    ):
+        if decode not in ("proto", "dict"):
+            raise ValueError("decode must be 'proto' or 'dict'")
+        self.instruments = list(instruments)
+        self.token_provider = token_provider
+        self.strikes_each_side = strikes_each_side
+        self.option_mode = option_mode
+        self.decode = decode
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.watchdog_s = watchdog_s
+        self.open_timeout_s = open_timeout_s
+        self.token_poll_s = token_poll_s
+        self.plan = plan
+        self.clock_state = clock_state
+        self._rng = random.Random(seed)
+        # Observable state (tests and status).
+        self.session_state: str | None = None  # from market_info frames; None until one arrives
+        self.decode_errors = 0
+        self.reconnects = 0
+        self.connections = 0
+        self.watchdog_trips = 0
+        self._generation = 0
+        self._streamer: MarketDataStreamerV3 | None = None
+        self._rejected_token: str | None = None
+        self._last_index_price: dict[str, float] = {}
+
+    @classmethod
+    def from_settings(cls, instruments: list[str] | None = None, **overrides) -> UpstoxSource:
+        """A source for the configured watchlist (or `instruments`), reading the token store.
+
+        No database access here (runfeed may call it inside its event loop); the instrument master
+        is read when `run()` starts.
+        """
+        from django.conf import settings
+
+        from feeds.upstox.tokens import feed_token
+
+        options = {
+            "token_provider": feed_token,
+            "strikes_each_side": getattr(settings, "UPSTOX_OPTION_STRIKES", 5),
+        }
+        options.update(overrides)
+        return cls(list(instruments or settings.WATCHLIST), **options)
+
+    # --- the loop ----------------------------------------------------------------------------
+    async def run(self, sink: TickSink) -> None:
+        loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._loop = loop
+        if self.plan is None:
+            today = datetime.now(IST).date()
+            self.plan = await sync_to_async(load_plan)(
+                self.instruments, today, self.strikes_each_side, self.option_mode
+            )
+        attempt = 0
+        sink.set_status(connected=False, decode_errors=0, reconnects=0)
+        try:
+            while True:
+                token = await asyncio.to_thread(self.token_provider)
+                if not token:
+                    sink.set_status(connected=False, alert=ALERT_NO_TOKEN)
+                    await asyncio.sleep(self.token_poll_s)
+                    continue
+                if token == self._rejected_token:
+                    sink.set_status(connected=False, alert=ALERT_401)
+                    await asyncio.sleep(self.token_poll_s)
+                    continue
+                outcome, received_data = await self._connection(sink, token)
+                if outcome == "rejected":
+                    self._rejected_token = token
+                    log.error("Upstox rejected the access token (401); waiting for a new token")
+                    sink.set_status(connected=False, alert=ALERT_401)
+                    attempt = 0
+                    continue
+                attempt = 1 if received_data else attempt + 1
+                self.reconnects += 1
+                delay = backoff_delay(attempt, self.backoff_initial_s, self.backoff_max_s, self._rng)
+                log.warning("Upstox feed %s; reconnect %d in %.1fs", outcome, self.reconnects, delay)
+                sink.set_status(connected=False, reconnects=self.reconnects)
+                await asyncio.sleep(delay)
+        finally:
+            self._stop_streamer()
+
+    def _post(self, item: tuple) -> None:
+        """From the SDK's thread: hand an item to the feed's loop and return at once."""
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # the loop has closed: the feed is shutting down
+            pass
+
+    def _listeners(self, generation: int) -> dict[str, Callable]:
+        post = self._post
+        if self.decode == "proto":
+
+            def on_message(response) -> None:
+                ticks = ticks_from_response(response)
+                if ticks:
+                    post(("ticks", generation, ticks))
+                else:
+                    state = market_status_from_response(response)
+                    if state is not None:
+                        post(("session", generation, state))
+        else:
+
+            def on_message(message: dict) -> None:
+                ticks = ticks_from_message(message)
+                if ticks:
+                    post(("ticks", generation, ticks))
+                else:
+                    state = market_status(message)
+                    if state is not None:
+                        post(("session", generation, state))
+
+        return {
+            "open": lambda: post(("open", generation, None)),
+            "message": on_message,
+            "error": lambda error: post(("error", generation, error)),
+            "close": lambda code=None, reason=None: post(("close", generation, code)),
+        }
+
+    def _start_streamer(self, token: str) -> int:
+        self._generation += 1
+        generation = self._generation
+        api = upstox.api_client(token)
+        streamer_class = _ProtoStreamer if self.decode == "proto" else MarketDataStreamerV3
+        streamer = streamer_class(api, instrumentKeys=[], mode=FULL)
+        streamer.auto_reconnect(False)  # before listeners: it emits autoReconnectStopped at once
+        # The SDK re-sends one `sub` per mode it tracks on every open: that is our resubscribe.
+        for mode, keys in self.plan.desired().items():
+            streamer.subscriptions.setdefault(mode, set()).update(keys)
+        for event, listener in self._listeners(generation).items():
+            streamer.on(event, listener)
+        self._streamer = streamer
+        streamer.connect()
+        self.connections += 1
+        return generation
+
+    def _stop_streamer(self) -> None:
+        streamer, self._streamer = self._streamer, None
+        if streamer is None or streamer.feeder is None:
+            return
+        # disconnect() sends a close frame and may wait for the reply; never on the loop thread.
+        feeder = streamer.feeder
+
+        def close() -> None:
+            try:
+                streamer.disconnect_valid = True
+                if feeder.ws is not None:
+                    feeder.ws.keep_running = False
+                    feeder.ws.close(status=1000, timeout=1)
+            except Exception:  # a socket that is already gone has nothing to close
+                log.debug("closing an Upstox feed connection failed", exc_info=True)
+            upstox.close_api_client(streamer.api_client)
+
+        threading.Thread(target=close, name="upstox-feed-close", daemon=True).start()
+
+    async def _connection(self, sink: TickSink, token: str) -> tuple[str, bool]:
+        """Run one SDK connection until it ends. Returns (outcome, whether any data arrived)."""
+        generation = self._start_streamer(token)
+        opened_at: float | None = None
+        started = last_data = time.monotonic()
+        received = False
+        tick_interval = max(0.05, min(1.0, self.watchdog_s / 4))
+        try:
+            while True:
+                try:
+                    kind, gen, payload = await asyncio.wait_for(self._queue.get(), tick_interval)
+                except TimeoutError:
+                    kind = None
+                now = time.monotonic()
+                if kind == "ticks":
+                    # Ticks from an older connection are still real ticks: keep them.
+                    sink.put(payload)
+                    if gen == generation:
+                        last_data = now
+                        received = True
+                        self._follow_indices(payload)
+                elif kind is not None and gen != generation:
+                    pass  # an event from a connection already given up
+                elif kind == "session":
+                    last_data = now
+                    if payload != self.session_state:
+                        self.session_state = payload
+                        sink.set_status(session_state=payload)
+                elif kind == "open":
+                    opened_at = last_data = now
+                    log.info("Upstox feed connected")
+                    sink.set_status(connected=True, alert="")
+                elif kind == "error":
+                    if isinstance(payload, DecodeError):
+                        self.decode_errors += 1
+                        log.warning("undecodable Upstox frame (%d so far): %s", self.decode_errors, payload)
+                        sink.set_status(decode_errors=self.decode_errors)
+                    elif _is_unauthorised(payload):
+                        return "rejected", received
+                    else:
+                        log.warning("Upstox feed error: %s", type(payload).__name__)
+                elif kind == "close":
+                    return ("closed" if opened_at else "failed to connect"), received
+                if opened_at is None:
+                    if now - started > self.open_timeout_s:
+                        return "timed out connecting", received
+                elif now - last_data > self.watchdog_s and self._market_open():
+                    self.watchdog_trips += 1
+                    log.warning("no Upstox data for %.0fs while the market is open", now - last_data)
+                    return "silent (watchdog)", received
+        finally:
+            self._stop_streamer()
+
+    def _market_open(self) -> bool:
+        state = self.session_state if self.session_state is not None else self.clock_state()
+        return state == OPEN
+
+    # --- re-centring -------------------------------------------------------------------------
+    def _follow_indices(self, ticks: list[Tick]) -> None:
+        ladders = self.plan.ladders
+        if not ladders:
+            return
+        moved = []
+        for tick in ticks:
+            ladder = ladders.get(tick.instrument_key)
+            if ladder is not None:
+                before = ladder.keys()
+                if ladder.recentre(tick.ltp):
+                    moved.append((before, ladder.keys()))
+        for before, after in moved:
+            self._resubscribe(before - after, after - before)
+
+    def _resubscribe(self, removed: set[str], added: set[str]) -> None:
+        streamer = self._streamer
+        if streamer is None:
+            return
+        try:
+            if removed:
+                streamer.unsubscribe(sorted(removed))
+            if added:
+                streamer.subscribe(sorted(added), self.plan.option_mode)
+        except Exception:  # not open yet or dropping: the next open subscribes from the plan
+            # The SDK forgets nothing it was told: bring its tracked set in line for the next open.
+            for keys in streamer.subscriptions.values():
+                keys.difference_update(removed)
+            streamer.subscriptions[self.plan.option_mode].update(added)
+            log.info("re-centre deferred to the next connection")
