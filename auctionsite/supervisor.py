@@ -62,10 +62,6 @@ class Child:
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
 
 def describe_exit(returncode: int) -> str:
     """'exit code 1' or 'signal SIGKILL' from a Popen return code."""
@@ -233,7 +229,7 @@ class Supervisor:
         self.log("up", f"started {spec.name} (pid {process.pid}): {' '.join(spec.argv)}")
         pump = threading.Thread(target=self._pump, args=(spec.name, process.stdout), daemon=True)
         pump.start()
-        self._pumps.append(pump)
+        self._pumps = [p for p in self._pumps if p.is_alive()] + [pump]
 
     def _begin_stop(self, child: Child) -> None:
         if child.process is not None and child.process.poll() is None:
