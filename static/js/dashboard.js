@@ -6,7 +6,7 @@
 const script = document.getElementById("dashboard-script");
 const WS_PATH = script.dataset.wsPath;
 const LOGIN_URL = script.dataset.loginUrl;
-const STALE_MS = 10_000; // no snapshot for this long while the market is open: say so
+const STALE_MS = 10_000; // no message from the feed for this long: say so
 const MAX_POINTS = 5_000; // per chart; older points are dropped
 const MAX_BACKOFF_MS = 15_000;
 
@@ -305,14 +305,13 @@ function bannerText() {
   }
   const feed = state.feed;
   if (feed && feed.alert) return ["bad", `Feed alert: ${feed.alert}`];
-  const closed = feed && (feed.session_state === "closed" || feed.session_state === "pre_open");
-  if (!closed) {
-    if (!state.lastMessageAt && now - state.openedAt > STALE_MS) {
-      return ["warn", "No market data yet: is the feed running?"];
-    }
-    if (state.lastMessageAt && now - state.lastMessageAt > STALE_MS) {
-      return ["warn", `Feed stale: no market update for ${Math.round((now - state.lastMessageAt) / 1000)} s.`];
-    }
+  // The feed sends a full snapshot at least every few seconds, market open or not: silence means
+  // the feed (or the path from it) is stuck or gone.
+  if (!state.lastMessageAt && now - state.openedAt > STALE_MS) {
+    return ["warn", "No market data yet: is the feed running?"];
+  }
+  if (state.lastMessageAt && now - state.lastMessageAt > STALE_MS) {
+    return ["warn", `Feed stale: no update from the feed for ${Math.round((now - state.lastMessageAt) / 1000)} s.`];
   }
   if (feed && feed.connected === false) return ["warn", `The feed is not connected to its source (${feed.source || "unknown"}).`];
   return null;

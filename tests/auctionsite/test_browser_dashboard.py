@@ -177,6 +177,22 @@ def test_feed_alert_and_stale_show_a_banner(daphne_server, daphne_user, page):
     page.screenshot(path=str(ARTIFACTS_DIR / "dashboard-alert.png"), full_page=True)
 
 
+def test_silent_feed_shows_stale_banner(daphne_server, daphne_user, page):
+    page.clock.install()  # the page's timers and Date.now, moved forward below instead of waiting
+    log_in(page, daphne_server, daphne_user)
+    expect(page.locator("#socket-state")).to_have_attribute("data-state", "live")
+    publisher = SnapshotPublisher(daphne_server)
+    publisher.start()
+    try:
+        wait_for_price_changes(page, NIFTY, changes=1)
+    finally:
+        publisher.stop()
+    expect(page.locator("#banner")).to_be_hidden()
+    page.clock.fast_forward(15_000)
+    expect(page.locator("#banner")).to_contain_text("Feed stale: no update from the feed for")
+    expect(page.locator("#feed-age")).to_contain_text(re.compile(r"1\d\.\d s ago"))
+
+
 def test_socket_drop_shows_disconnected_then_reconnects(daphne_server, daphne_user, page):
     server = daphne_server.sibling()  # one this test may kill, over the same database
     server.start()
