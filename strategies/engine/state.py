@@ -211,7 +211,8 @@ def derive_state(
             cache.tpo_key, cache.tpo_values = tpo_key, tpo_values
     counts, poc_i, va, zones, longest, ext = tpo_values
 
-    vol_key = (versions[1], lo_row, hi_row) if versions is not None else None
+    # Nodes fall back to TPO counts when there is no volume, so the TPO version is part of the key.
+    vol_key = (versions[1], versions[0], lo_row, hi_row) if versions is not None else None
     if cache is not None and vol_key is not None and cache.vol_key == vol_key:
         vol_values = cache.vol_values
     else:
