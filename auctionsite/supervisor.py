@@ -30,18 +30,33 @@ from typing import TextIO
 
 @dataclass(frozen=True, slots=True)
 class ProcessSpec:
-    """What to run under one name. Two specs with the same name but other argv/env are a change."""
+    """What to run under one name. Two specs with the same name but other argv/env are a change.
+
+    `restart`: "always" (a server: any exit is a death) or "on-failure" (a job that may finish:
+    exit code 0 means done, e.g. a feed whose session has ended).
+    """
 
     name: str
     argv: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()
     cwd: str | None = None
+    restart: str = "always"
 
     @classmethod
     def of(
-        cls, name: str, argv: Iterable[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None
+        cls,
+        name: str,
+        argv: Iterable[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        restart: str = "always",
     ) -> ProcessSpec:
-        return cls(name=name, argv=tuple(argv), env=tuple(sorted((env or {}).items())), cwd=cwd)
+        if restart not in ("always", "on-failure"):
+            raise ValueError(f"restart must be 'always' or 'on-failure', not {restart!r}")
+        return cls(
+            name=name, argv=tuple(argv), env=tuple(sorted((env or {}).items())), cwd=cwd, restart=restart
+        )
 
 
 @dataclass(slots=True)
@@ -56,6 +71,7 @@ class Child:
     next_start_at: float = 0.0
     stopping_deadline: float | None = None
     removing: bool = False
+    finished: bool = False
     pids: list[int] = field(default_factory=list)
 
     @property
@@ -145,6 +161,7 @@ class Supervisor:
                 self.log("up", f"{name} changed; restarting it")
                 self._begin_stop(child)
                 child.spec = spec
+                child.finished = False
                 child.failures_in_a_row = 0
                 child.next_start_at = 0.0
         for name, spec in wanted.items():
@@ -171,7 +188,7 @@ class Supervisor:
                 if child.removing:
                     del self.children[name]
                     changed = True
-                elif now >= child.next_start_at:
+                elif not child.finished and now >= child.next_start_at:
                     self.start(child)
                     changed = True
         if changed:
@@ -187,6 +204,10 @@ class Supervisor:
         if child.stopping_deadline is not None:
             child.stopping_deadline = None
             child.next_start_at = now
+            return
+        if code == 0 and child.spec.restart == "on-failure":
+            child.finished = True
+            self.log("up", f"{name} (pid {pid}) finished (exit code 0 after {ran:.1f} s); not restarted")
             return
         if ran >= self.stable_after:
             child.failures_in_a_row = 0

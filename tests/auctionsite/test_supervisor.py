@@ -227,3 +227,22 @@ def test_a_child_that_ignores_sigterm_when_removed_is_killed_after_grace(make_su
     wait_until(lambda: gone(leader) and gone(grandchild), what="group killed")
     sup.step()
     assert sup.children == {}
+
+
+def test_a_job_that_finishes_is_not_restarted_but_one_that_fails_is(make_supervisor):
+    clock = FakeClock()
+    sup = make_supervisor(clock=clock)
+    done = ProcessSpec.of("done", [sys.executable, "-c", "pass"], restart="on-failure")
+    broken = ProcessSpec.of("broken", [sys.executable, "-c", "raise SystemExit(2)"], restart="on-failure")
+    sup.reconcile([done, broken])
+    sup.step()
+    for child in sup.children.values():
+        child.process.wait(timeout=15)
+    sup.step()
+    clock.now += 60
+    sup.step()
+    assert sup.children["done"].process is None and sup.children["done"].finished
+    assert sup.children["broken"].process is not None and sup.children["broken"].restarts == 1
+    assert "done (pid" in sup.output.getvalue() and "finished (exit code 0" in sup.output.getvalue()
+    with pytest.raises(ValueError):
+        ProcessSpec.of("x", ["true"], restart="sometimes")

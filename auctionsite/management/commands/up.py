@@ -126,6 +126,8 @@ def site_processes(plan: UpPlan) -> list[ProcessSpec]:
                 "feed",
                 _manage("runfeed", "--source", plan.feed_source, "--speed", f"{plan.speed:g}"),
                 cwd=cwd,
+                # runfeed exits 0 when its session is over: replaying it again would be wrong.
+                restart="on-failure",
             ),
         )
     return specs
