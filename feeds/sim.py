@@ -31,6 +31,7 @@ Pure Python apart from asyncio: no Django, Redis or Channels; the pipeline owns 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import random
 import time
@@ -688,10 +689,16 @@ class SimSource:
     async def run(self, sink: TickSink) -> None:
         sink.set_status(connected=True, session_state=PRE_OPEN, alert="")
         paced = 0 < self.speed < FLAT_OUT_SPEED
-        wall0 = time.monotonic()
         drain = getattr(sink, "drain", None)
         opened = False
-        for s, batch in self.session.batches(self.start_s, self.end_s):
+        batches = self.session.batches(self.start_s, self.end_s)
+        # Simulating the seconds before a late `start` takes a while: do it off the loop.
+        first = await asyncio.to_thread(next, batches, None)
+        if first is None:
+            sink.set_status(session_state=CLOSED)
+            return
+        wall0 = time.monotonic()
+        for s, batch in itertools.chain([first], batches):
             if paced:
                 delay = wall0 + (s - self.start_s) / self.speed - time.monotonic()
                 if delay > 0:

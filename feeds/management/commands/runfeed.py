@@ -1,0 +1,202 @@
+"""`python manage.py runfeed --source sim|replay|upstox`: the feed process.
+
+Builds the source, the history writer (the store's only writer), a Redis client and the Channels
+layer, and runs `feeds.pipeline.FeedPipeline` on one asyncio loop until the source ends or SIGTERM /
+SIGINT arrives; then it stops the source, flushes everything, closes the writer and exits 0.
+
+Thin on purpose: argument checking and wiring only. Secrets never reach a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from datetime import date, datetime
+from datetime import time as dtime
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from feeds import contracts, universe
+
+log = logging.getLogger("feeds.runfeed")
+
+SOURCES = ("sim", "replay", "upstox")
+
+
+def _parse_date(value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise CommandError(f"bad --date {value!r}: expected YYYY-MM-DD") from None
+
+
+def _parse_time(value: str | None, flag: str) -> dtime | None:
+    if value is None:
+        return None
+    try:
+        return dtime.fromisoformat(value)
+    except ValueError:
+        raise CommandError(f"bad {flag} {value!r}: expected HH:MM or HH:MM:SS (IST)") from None
+
+
+class Command(BaseCommand):
+    help = "Run the market data feed: source -> history store + Redis Streams + dashboard snapshots."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--source", default=None, help="sim | replay | upstox (default: FEED_SOURCE)")
+        parser.add_argument(
+            "--speed", type=float, default=None, help="N x real time (sim, replay); >=1000 flat out"
+        )
+        parser.add_argument("--date", default=None, help="session day YYYY-MM-DD (sim: also the seed)")
+        parser.add_argument("--instruments", default=None, help="comma-separated instrument keys")
+        parser.add_argument(
+            "--start", default=None, help="start of the session slice, HH:MM[:SS] IST (sim, replay)"
+        )
+        parser.add_argument(
+            "--end", default=None, help="end of the session slice, HH:MM[:SS] IST (sim, replay)"
+        )
+        parser.add_argument("--option-strikes", type=int, default=None, help="sim: strikes each side of ATM")
+        parser.add_argument(
+            "--redis-prefix",
+            default="",
+            help="prefix for every Redis key and the Channels group (tests; a second feed beside a live one)",
+        )
+
+    def handle(self, *args, **options) -> None:
+        source_name = options["source"] or settings.FEED_SOURCE
+        if source_name not in SOURCES:
+            raise CommandError(f"unknown source {source_name!r}: choose one of {', '.join(SOURCES)}")
+        speed = options["speed"] if options["speed"] is not None else settings.SIM_SPEED
+        if speed <= 0:
+            raise CommandError(f"bad --speed {speed:g}: must be > 0")
+        day = _parse_date(options["date"])
+        start = _parse_time(options["start"], "--start")
+        end = _parse_time(options["end"], "--end")
+        instruments = [k.strip() for k in (options["instruments"] or "").split(",") if k.strip()] or None
+        source, snapshot_keys, names = self._build_source(
+            source_name, day, speed, instruments, start, end, options["option_strikes"]
+        )
+        started = time.monotonic()
+        log.info(
+            "runfeed start: source=%s speed=%g instruments=%d (%s) history=%s",
+            source_name,
+            speed,
+            len(getattr(source, "instruments", None) or instruments or []),
+            ", ".join((getattr(source, "instruments", None) or instruments or ["all"])[:6]),
+            settings.HISTORY_DIR,
+        )
+        pipeline = asyncio.run(self._main(source, snapshot_keys, names, options["redis_prefix"]))
+        s = pipeline.stats
+        log.info(
+            "runfeed exit: ticks=%d streamed=%d rows_written=%d snapshots=%d duration=%.1fs flush=%s",
+            s.ticks_in,
+            s.ticks_streamed,
+            s.rows_written,
+            s.snapshots_sent,
+            time.monotonic() - started,
+            s.flush_summary(),
+        )
+
+    def _build_source(self, name, day, speed, instruments, start, end, option_strikes):
+        if name == "sim":
+            from feeds.sim import OPTION_STRIKES, SimSource
+
+            try:
+                source = SimSource(
+                    day,
+                    speed,
+                    instruments,
+                    start=start,
+                    end=end,
+                    option_strikes=option_strikes if option_strikes is not None else OPTION_STRIKES,
+                )
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
+            return source, source.snapshot_keys(), source.names()
+        if name == "replay":
+            from feeds.replay import NoStoredData, ReplaySource
+
+            if day is None:
+                raise CommandError("--source replay needs --date YYYY-MM-DD (the stored session to replay)")
+            try:
+                source = ReplaySource(day, speed, instruments, start=start, end=end)
+            except NoStoredData as exc:
+                raise CommandError(str(exc)) from None
+            keys, names = self._reference_keys(day)
+            return source, [k for k in keys if k in source.instruments], names
+        # upstox: the real feed, written by another module; imported only when asked for.
+        try:
+            from feeds.upstox.source import UpstoxSource
+        except ImportError as exc:
+            raise CommandError(f"the Upstox source is not available: {exc}") from None
+        try:
+            source = UpstoxSource.from_settings(instruments=instruments)
+        except (ValueError, LookupError) as exc:
+            raise CommandError(str(exc)) from None
+        keys, names = self._reference_keys(day or datetime.now(contracts.IST).date())
+        keys = getattr(source, "snapshot_keys", lambda: keys)() if hasattr(source, "snapshot_keys") else keys
+        return source, keys, names
+
+    @staticmethod
+    def _reference_keys(day: date) -> tuple[list[str], dict[str, str]]:
+        """Watchlist indices and their near-month futures (by the generated master's tokens)."""
+        keys = list(settings.WATCHLIST)
+        master = universe.generate_master(contracts.trading_day_on_or_before(day))
+        for key in settings.WATCHLIST:
+            try:
+                keys.append(universe.near_future(master, key)["instrument_key"])
+            except (LookupError, ValueError):
+                continue
+        names = {
+            r["instrument_key"]: r["name"] if r["instrument_type"] == "INDEX" else r["trading_symbol"]
+            for r in master
+        }
+        return keys, names
+
+    async def _main(self, source, snapshot_keys, names, prefix):
+        import redis.asyncio as aioredis
+        from channels.layers import get_channel_layer
+
+        from feeds.pipeline import FeedPipeline
+        from persistence.writer import HistoryWriter
+
+        try:
+            writer = await asyncio.to_thread(HistoryWriter, settings.HISTORY_DIR, flush_interval=None)
+        except Exception as exc:  # StoreLocked and friends: one clear line, not a traceback
+            raise CommandError(f"cannot open the history store at {settings.HISTORY_DIR}: {exc}") from None
+        redis = aioredis.from_url(settings.REDIS_URL)
+        layer = get_channel_layer()
+        pipeline = FeedPipeline(
+            source_name=source.name,
+            writer=writer,
+            redis=redis,
+            channel_layer=layer,
+            snapshot_keys=snapshot_keys,
+            names=names,
+            flush_ms=settings.FEED_FLUSH_MS,
+            snapshot_ms=settings.FEED_SNAPSHOT_MS,
+            stream_maxlen=settings.TICK_STREAM_MAXLEN,
+            key_prefix=prefix,
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, pipeline, sig)
+        try:
+            await pipeline.run(source)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            if layer is not None:
+                await layer.flush()
+            await redis.aclose()
+        return pipeline
+
+    @staticmethod
+    def _on_signal(pipeline, sig) -> None:
+        log.info("runfeed: %s received, stopping the source and flushing", signal.Signals(sig).name)
+        pipeline.stop()

@@ -1,0 +1,410 @@
+"""The runfeed pipeline: everything that happens to a tick after a source produced it.
+
+`FeedPipeline` is the `TickSink` every source (sim, replay, Upstox) feeds. On one asyncio loop it
+
+* batches ticks into the history store (`persistence.writer.HistoryWriter`, the store's only writer)
+  at least every `flush_ms`, on a dedicated worker thread so a slow Parquet write never stalls the
+  loop (the writer is not thread-safe: exactly one thread ever touches it);
+* XADDs every tick, msgpack-packed, to a bounded Redis Stream per instrument
+  (`feeds.groups.tick_stream_key`, MAXLEN ~ `stream_maxlen`), pipelined, in the same flush; the stream
+  ids of each flush are what the `on_flush` hooks receive (strategy dispatch names those ranges);
+* sends conflated `market.snapshot` messages to the Channels group every `snapshot_ms` (the
+  instruments that changed, plus everything every few seconds) and keeps the last full snapshot
+  in Redis (`LAST_SNAPSHOT_KEY`) for pages that connect later;
+* refreshes the feed status hash (`FEED_STATUS_KEY`) every second.
+
+Never call `async_to_sync` here and never send a message per tick: one loop, awaited sends,
+conflated state. Sources never touch Redis, Channels or the store; this module never decides
+anything about markets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from feeds.groups import FEED_STATUS_KEY, LAST_SNAPSHOT_KEY, MARKET_GROUP, tick_stream_key
+from feeds.sources import OPEN, PRE_OPEN, TickSource
+from feeds.ticks import Tick, pack_tick
+
+log = logging.getLogger(__name__)
+
+FULL_SNAPSHOT_EVERY_S = 5.0
+STATUS_EVERY_S = 1.0
+# A source may run far ahead of Redis and the store (a flat-out simulation): past this many
+# buffered ticks its `await sink.drain()` waits for a flush.
+HIGH_WATER = 200_000
+# While the session is open, this long without a tick raises the feed alert.
+STALE_AFTER_S = 10.0
+# Commands per Redis round trip: big enough to amortise it, small enough to keep the loop responsive.
+XADD_CHUNK = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class FlushReport:
+    """What one flush put into the streams: per instrument, the first and last stream id written.
+    A strategy task reads `XRANGE stream first last` (a claim check, never the ticks themselves)."""
+
+    ranges: dict[str, tuple[str, str]]
+    ticks: int
+    rows_written: int
+    last_tick_ms: int
+
+
+FlushHook = Callable[[FlushReport], Awaitable[None] | None]
+
+
+@dataclass(slots=True)
+class _Quote:
+    """Conflated state of one instrument shown on the dashboard."""
+
+    name: str
+    ltp: float = 0.0
+    prev_close: float = 0.0
+    open: float = 0.0
+    high: float = 0.0
+    low: float = 0.0
+    volume: int = 0
+    oi: float = 0.0
+    ts_ms: int = 0
+
+    def update(self, t: Tick) -> None:
+        if not self.ts_ms:
+            self.open = self.high = self.low = t.ltp
+        elif t.ltp > self.high:
+            self.high = t.ltp
+        elif t.ltp < self.low:
+            self.low = t.ltp
+        self.ltp = t.ltp
+        if t.close_prev:
+            self.prev_close = t.close_prev
+        self.volume = t.volume
+        self.oi = t.oi
+        self.ts_ms = t.ts_ms
+
+    def as_dict(self) -> dict:
+        change = round(self.ltp - self.prev_close, 2) if self.prev_close else 0.0
+        pct = round(100.0 * change / self.prev_close, 2) if self.prev_close else 0.0
+        return {
+            "name": self.name,
+            "ltp": self.ltp,
+            "prev_close": self.prev_close,
+            "change": change,
+            "change_pct": pct,
+            "open": self.open,
+            "high": self.high,
+            "low": self.low,
+            "volume": self.volume,
+            "oi": self.oi,
+            "ts_ms": self.ts_ms,
+        }
+
+
+@dataclass(slots=True)
+class PipelineStats:
+    ticks_in: int = 0
+    ticks_streamed: int = 0
+    rows_written: int = 0
+    flushes: int = 0
+    snapshots_sent: int = 0
+    flush_ms: list[float] = field(default_factory=list)  # duration of each flush with ticks
+
+    def flush_summary(self) -> dict:
+        if not self.flush_ms:
+            return {"count": 0}
+        ordered = sorted(self.flush_ms)
+        return {
+            "count": len(ordered),
+            "mean_ms": round(sum(ordered) / len(ordered), 2),
+            "p50_ms": round(ordered[len(ordered) // 2], 2),
+            "p95_ms": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 2),
+            "max_ms": round(ordered[-1], 2),
+        }
+
+
+class FeedPipeline:
+    """The sink of the runfeed loop (see module doc). Call `put`/`set_status` on the loop thread."""
+
+    def __init__(
+        self,
+        *,
+        source_name: str,
+        writer,  # persistence.writer.HistoryWriter (write_ticks, flush, close), or None
+        redis,  # redis.asyncio.Redis, or None (no streams, status or last snapshot)
+        channel_layer=None,  # Channels layer, or None (no snapshots sent)
+        snapshot_keys: Iterable[str] = (),
+        names: dict[str, str] | None = None,
+        flush_ms: int = 500,
+        snapshot_ms: int = 100,
+        stream_maxlen: int = 500_000,
+        key_prefix: str = "",
+        full_snapshot_every_s: float = FULL_SNAPSHOT_EVERY_S,
+        high_water: int = HIGH_WATER,
+    ) -> None:
+        self.source_name = source_name
+        self.writer = writer
+        self.redis = redis
+        self.layer = channel_layer
+        self.flush_s = min(max(flush_ms, 10), 1000) / 1000.0  # never less often than every second
+        self.snapshot_s = max(snapshot_ms, 10) / 1000.0
+        self.stream_maxlen = stream_maxlen
+        # A prefix on every Redis key and the group name lets tests (and a second feed) run beside
+        # a live one without touching its data.
+        self.key_prefix = key_prefix
+        self.status_key = key_prefix + FEED_STATUS_KEY
+        self.last_snapshot_key = key_prefix + LAST_SNAPSHOT_KEY
+        self.group = key_prefix + MARKET_GROUP
+        self.full_every_s = full_snapshot_every_s
+        self.high_water = high_water
+        names = names or {}
+        self.quotes = {k: _Quote(name=names.get(k, k)) for k in snapshot_keys}
+        # Strategy dispatch hooks in here: each is called after every flush with the stream ranges
+        # it wrote ("send each enabled strategy a task naming the stream range").
+        self.on_flush: list[FlushHook] = []
+        self.stats = PipelineStats()
+        self.status: dict[str, object] = {
+            "source": source_name,
+            "connected": False,
+            "session_state": PRE_OPEN,
+            "alert": "",
+            "decode_errors": 0,
+            "reconnects": 0,
+        }
+        self.last_tick_ms = 0
+        self._last_tick_wall = time.monotonic()
+        self._pending: list[Tick] = []
+        self._changed: set[str] = set()
+        self._stream_keys: dict[str, str] = {}
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history-writer")
+        self._flush_lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._source_task: asyncio.Task | None = None
+        self._rate_mark = (time.monotonic(), 0)
+        self._last_full = 0.0
+        self.ticks_per_s = 0.0
+
+    # --- TickSink ------------------------------------------------------------------------------
+    def put(self, ticks: Iterable[Tick]) -> None:
+        pending = self._pending
+        quotes = self.quotes
+        n = 0
+        last = self.last_tick_ms
+        for t in ticks:
+            pending.append(t)
+            n += 1
+            if t.ts_ms > last:
+                last = t.ts_ms
+            q = quotes.get(t.instrument_key)
+            if q is not None:
+                q.update(t)
+                self._changed.add(t.instrument_key)
+        if n:
+            self.stats.ticks_in += n
+            self.last_tick_ms = last
+            self._last_tick_wall = time.monotonic()
+
+    def set_status(self, **fields: object) -> None:
+        self.status.update(fields)
+
+    async def drain(self) -> None:
+        """Backpressure for fast sources: wait while too many ticks are buffered."""
+        while len(self._pending) >= self.high_water and not self._stopping.is_set():
+            await asyncio.sleep(0.005)
+
+    # --- running -------------------------------------------------------------------------------
+    async def run(self, source: TickSource) -> None:
+        """Run `source` into this pipeline until it ends or `stop()` is called, then flush
+        everything, publish a last snapshot and status, and close the writer."""
+        loops = [
+            asyncio.create_task(self._every(self.flush_s, self.flush), name="flush"),
+            asyncio.create_task(self._every(self.snapshot_s, self.publish_snapshot), name="snapshot"),
+            asyncio.create_task(self._every(STATUS_EVERY_S, self.write_status), name="status"),
+        ]
+        self._source_task = asyncio.create_task(source.run(self), name=f"source-{source.name}")
+        try:
+            await self._source_task
+        except asyncio.CancelledError:
+            if not self._stopping.is_set():
+                raise  # cancelled from outside, not by stop(): propagate after cleanup below
+        finally:
+            self._stopping.set()
+            # The loops finish the step they are in (a flush in flight completes), then return.
+            _, stuck = await asyncio.wait(loops, timeout=30)
+            for task in stuck:
+                task.cancel()
+            await self.close()
+
+    def stop(self) -> None:
+        """Stop the source (SIGTERM/SIGINT); `run` then flushes and returns."""
+        self._stopping.set()
+        if self._source_task is not None and not self._source_task.done():
+            self._source_task.cancel()
+
+    async def close(self) -> None:
+        while self._pending:
+            await self.flush()
+        self.status["connected"] = False
+        await self.publish_snapshot(full=True)
+        await self.write_status()
+        if self.writer is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self.writer.close)
+        self._executor.shutdown(wait=True)
+
+    async def _every(self, period: float, step: Callable[[], Awaitable[None]]) -> None:
+        """Run `step` every `period` until stop. Never cancelled mid-step: a flush that has taken
+        its batch must finish, or those ticks would be lost."""
+        next_at = time.monotonic()
+        while not self._stopping.is_set():
+            next_at += period
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                if self._stopping.is_set():
+                    return
+            else:
+                next_at = time.monotonic()  # fell behind: do not try to catch up in a burst
+                await asyncio.sleep(0)
+            try:
+                await step()
+            except Exception:
+                # A Redis blip must not kill the feed: log, raise the alert, retry next period.
+                log.exception("feed pipeline step %s failed", getattr(step, "__name__", step))
+                self.status["alert"] = f"{getattr(step, '__name__', 'step')} failing"
+
+    # --- flush: streams + history store --------------------------------------------------------
+    def _stream_key(self, instrument_key: str) -> str:
+        key = self._stream_keys.get(instrument_key)
+        if key is None:
+            key = self._stream_keys[instrument_key] = self.key_prefix + tick_stream_key(instrument_key)
+        return key
+
+    async def flush(self) -> None:
+        async with self._flush_lock:
+            if len(self._pending) <= self.high_water:
+                batch, self._pending = self._pending, []
+            else:
+                batch = self._pending[: self.high_water]
+                del self._pending[: self.high_water]
+            if not batch:
+                if self.writer is not None:
+                    # Lets the writer seal finished candles on a quiet feed.
+                    await asyncio.get_running_loop().run_in_executor(self._executor, self.writer.flush)
+                return
+            started = time.perf_counter()
+            loop = asyncio.get_running_loop()
+            store = (
+                loop.run_in_executor(self._executor, self._write_history, batch)
+                if self.writer is not None
+                else None
+            )
+            ranges = await self._xadd(batch) if self.redis is not None else {}
+            rows = await store if store is not None else 0
+            self.stats.flush_ms.append((time.perf_counter() - started) * 1000.0)
+            self.stats.flushes += 1
+            self.stats.rows_written += rows
+            report = FlushReport(
+                ranges=ranges, ticks=len(batch), rows_written=rows, last_tick_ms=batch[-1].ts_ms
+            )
+            for hook in list(self.on_flush):
+                result = hook(report)
+                if inspect.isawaitable(result):
+                    await result
+
+    def _write_history(self, batch: list[Tick]) -> int:
+        rows = self.writer.write_ticks(batch)
+        self.writer.flush()
+        return rows
+
+    async def _xadd(self, batch: list[Tick]) -> dict[str, tuple[str, str]]:
+        ranges: dict[str, tuple[str, str]] = {}
+        for start in range(0, len(batch), XADD_CHUNK):
+            chunk = batch[start : start + XADD_CHUNK]
+            pipe = self.redis.pipeline(transaction=False)
+            for t in chunk:
+                pipe.xadd(
+                    self._stream_key(t.instrument_key),
+                    {"t": pack_tick(t)},
+                    maxlen=self.stream_maxlen,
+                    approximate=True,
+                )
+            ids = await pipe.execute()
+            self.stats.ticks_streamed += len(ids)
+            for t, raw in zip(chunk, ids, strict=True):
+                sid = raw.decode() if isinstance(raw, bytes) else raw
+                first = ranges.get(t.instrument_key)
+                ranges[t.instrument_key] = (first[0] if first else sid, sid)
+        return ranges
+
+    # --- snapshots and status ------------------------------------------------------------------
+    def feed_status(self) -> dict:
+        alert = str(self.status.get("alert") or "")
+        idle = time.monotonic() - self._last_tick_wall
+        if not alert and self.status.get("session_state") == OPEN and idle > STALE_AFTER_S:
+            alert = f"no ticks for {int(idle)} s"
+        return {
+            "source": self.source_name,
+            "connected": bool(self.status.get("connected")),
+            "session_state": str(self.status.get("session_state")),
+            "ticks_per_s": round(self.ticks_per_s, 1),
+            "last_tick_ms": self.last_tick_ms,
+            "alert": alert,
+        }
+
+    def snapshot_message(self, full: bool) -> dict | None:
+        keys = list(self.quotes) if full else [k for k in self.quotes if k in self._changed]
+        if not keys and not full:
+            return None
+        self._changed.clear()
+        return {
+            "type": "market.snapshot",
+            "ts_ms": int(time.time() * 1000),
+            "full": full,
+            "instruments": {k: self.quotes[k].as_dict() for k in keys if self.quotes[k].ts_ms},
+            "feed": self.feed_status(),
+        }
+
+    async def publish_snapshot(self, full: bool | None = None) -> None:
+        now = time.monotonic()
+        if full is None:
+            full = now - self._last_full >= self.full_every_s
+        message = self.snapshot_message(full)
+        if message is None:
+            return
+        if full:
+            self._last_full = now
+        if self.layer is not None:
+            await self.layer.group_send(self.group, message)
+            self.stats.snapshots_sent += 1
+        if self.redis is not None:
+            # The last full state, for a page that connects between two full snapshots.
+            quotes = {k: q.as_dict() for k, q in self.quotes.items() if q.ts_ms}
+            full_state = {**message, "full": True, "instruments": quotes}
+            await self.redis.set(self.last_snapshot_key, json.dumps(full_state, separators=(",", ":")))
+
+    async def write_status(self) -> None:
+        now = time.monotonic()
+        mark_t, mark_n = self._rate_mark
+        if now > mark_t:
+            self.ticks_per_s = (self.stats.ticks_in - mark_n) / (now - mark_t)
+        self._rate_mark = (now, self.stats.ticks_in)
+        if self.redis is None:
+            return
+        feed = self.feed_status()
+        mapping = {
+            **{k: str(v) for k, v in feed.items()},
+            "connected": "1" if feed["connected"] else "0",
+            "heartbeat_ms": str(int(time.time() * 1000)),
+            "decode_errors": str(self.status.get("decode_errors", 0)),
+            "reconnects": str(self.status.get("reconnects", 0)),
+            "pid": str(os.getpid()),
+        }
+        await self.redis.hset(self.status_key, mapping=mapping)
