@@ -13,7 +13,7 @@ from typing import Any
 
 from django import forms
 
-from strategies.models import StrategyConfig
+from strategies.models import StrategyConfig, strategy_registry
 
 PARAM_PREFIX = "param__"
 
@@ -105,6 +105,12 @@ class StrategyConfigForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        if self.instance.pk and self.instance.strategy_class not in strategy_registry():
+            self.add_error(
+                None,
+                f"The strategy library has no {self.instance.strategy_class!r} any more: "
+                "this configuration cannot be changed (disable it instead).",
+            )
         if self.strategy_cls is not None and self.parameter_names():
             # The class's own validation has the last word: one error on each bad parameter's field.
             _, errors = self.strategy_cls.validate_params(self.parameter_values())

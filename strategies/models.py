@@ -127,6 +127,9 @@ class Signal(models.Model):
     ts = models.DateTimeField(db_index=True)
     side = models.CharField(max_length=8, choices=SignalSide.choices)
     kind = models.CharField(max_length=8, choices=SignalKind.choices, default=SignalKind.ENTRY)
+    price = models.DecimalField(
+        **PRICE, null=True, blank=True, help_text="The underlying's price the decision refers to."
+    )
     entry = models.DecimalField(**PRICE, null=True, blank=True)
     stop = models.DecimalField(**PRICE, null=True, blank=True)
     target = models.DecimalField(**PRICE, null=True, blank=True)

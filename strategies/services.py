@@ -22,6 +22,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from strategies.base import Signal as StrategySignal
 from strategies.models import (
     ActorType,
     AuditEvent,
@@ -361,7 +362,10 @@ def create_order(
     signal: Signal | None = None,
     actor: ActorLike = None,
 ) -> Order:
-    """A new order in state `new`, its creation recorded as the first OrderEvent."""
+    """A new order in state `new`, its creation recorded as the first OrderEvent.
+
+    Idempotent on `client_order_id` (the bot's key for the order): asking again for the same order
+    returns the stored one; the same id with different terms raises ValidationError."""
     order = Order(
         strategy=strategy,
         client_order_id=client_order_id,
@@ -373,21 +377,45 @@ def create_order(
         broker=broker,
         signal=signal,
     )
-    order.full_clean()
-    with transaction.atomic():
-        order.save()
-        detail = {
-            "side": side,
-            "quantity": quantity,
-            "order_type": order_type,
-            "price": price,
-            "broker": broker,
-        }
-        OrderEvent.objects.create(
-            order=order, from_state="", to_state=OrderState.NEW, ts=timezone.now(), detail=detail
-        )
-        record_audit(actor=actor or strategy, action="order.created", obj=order, detail=detail)
+    order.full_clean(validate_unique=False)
+    existing = Order.objects.filter(client_order_id=client_order_id).first()
+    if existing is not None:
+        return _same_order(existing, order)
+    detail = {"side": side, "quantity": quantity, "order_type": order_type, "price": price, "broker": broker}
+    try:
+        with transaction.atomic():
+            order.save()
+            OrderEvent.objects.create(
+                order=order, from_state="", to_state=OrderState.NEW, ts=timezone.now(), detail=detail
+            )
+            record_audit(actor=actor or strategy, action="order.created", obj=order, detail=detail)
+    except IntegrityError:  # the same order created by a concurrent delivery
+        return _same_order(Order.objects.get(client_order_id=client_order_id), order)
     return order
+
+
+ORDER_TERMS = (
+    "strategy_id",
+    "instrument_key",
+    "side",
+    "quantity",
+    "order_type",
+    "price",
+    "broker",
+    "signal_id",
+)
+
+
+def _same_order(existing: Order, asked: Order) -> Order:
+    differ = [name for name in ORDER_TERMS if getattr(existing, name) != getattr(asked, name)]
+    if differ:
+        raise ValidationError(
+            {
+                "client_order_id": f"Order {existing.client_order_id} already exists with different "
+                f"{', '.join(differ)}."
+            }
+        )
+    return existing
 
 
 def _apply_transition(
@@ -603,6 +631,7 @@ def record_signal(
     kind: str,
     reason: str,
     stream_id: str,
+    price: Decimal | float | None = None,
     entry: Decimal | float | None = None,
     stop: Decimal | float | None = None,
     target: Decimal | float | None = None,
@@ -622,6 +651,7 @@ def record_signal(
         **key,
         ts=ts,
         side=side,
+        price=money(price),
         entry=money(entry),
         stop=money(stop),
         target=money(target),
@@ -637,6 +667,24 @@ def record_signal(
     return signal, True
 
 
+def signal_record(signal: StrategySignal, *, stream_id: str) -> dict[str, Any]:
+    """The keyword arguments of `record_signal` for a strategy's Signal value (as the strategy
+    library emits it) produced by the tick at `stream_id`."""
+    return {
+        "instrument_key": signal.instrument_key,
+        "ts": dt.datetime.fromtimestamp(signal.ts_ms / 1000, tz=IST),
+        "side": signal.side,
+        "kind": signal.kind,
+        "reason": signal.reason,
+        "stream_id": stream_id,
+        "price": signal.price,
+        "entry": signal.entry,
+        "stop": signal.stop,
+        "target": signal.target,
+        "facts": signal.facts,
+    }
+
+
 def _stream_position(stream_id: str) -> tuple[int, int]:
     milliseconds, _, sequence = stream_id.partition("-")
     return int(milliseconds), int(sequence or 0)
@@ -645,16 +693,17 @@ def _stream_position(stream_id: str) -> tuple[int, int]:
 def advance_checkpoint(config: StrategyConfig, *, stream_key: str, last_stream_id: str) -> StrategyCheckpoint:
     """Store the last stream id processed; never moves back (a late redelivery of an older range
     leaves it alone). Call inside the transaction that stored the range's signals."""
+    rows = StrategyCheckpoint.objects.select_for_update().filter(strategy=config, stream_key=stream_key)
     with transaction.atomic():
-        checkpoint = (
-            StrategyCheckpoint.objects.select_for_update()
-            .filter(strategy=config, stream_key=stream_key)
-            .first()
-        )
+        checkpoint = rows.first()
         if checkpoint is None:
-            return StrategyCheckpoint.objects.create(
-                strategy=config, stream_key=stream_key, last_stream_id=last_stream_id
-            )
+            try:
+                with transaction.atomic():
+                    return StrategyCheckpoint.objects.create(
+                        strategy=config, stream_key=stream_key, last_stream_id=last_stream_id
+                    )
+            except IntegrityError:  # another delivery created it first: compare with theirs
+                checkpoint = rows.get()
         if _stream_position(last_stream_id) > _stream_position(checkpoint.last_stream_id):
             checkpoint.last_stream_id = last_stream_id
             checkpoint.save(update_fields=["last_stream_id", "updated_at"])

@@ -411,3 +411,68 @@ def test_signals_and_checkpoint_are_stored_together_or_not_at_all():
             signals=[signal_args("1-0"), signal_args("2-0", side="sideways")],
         )
     assert Signal.objects.count() == 0 and StrategyCheckpoint.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_library_signal_is_stored_with_its_levels_in_exchange_time():
+    from strategies.base import Signal as StrategySignal
+
+    config = make_config()
+    emitted = StrategySignal(
+        "tiny_test",
+        "NSE_INDEX|Nifty 50",
+        1_764_043_200_000,  # 2025-11-25 09:30 IST
+        "short",
+        "exit",
+        24500.05,
+        reason="target reached",
+        facts={"poc": 24480.0},
+    )
+    stored, created = services.record_signal(
+        config, **services.signal_record(emitted, stream_id="1764043200000-0")
+    )
+    stored.refresh_from_db()
+    assert created
+    assert stored.ts == dt.datetime(2025, 11, 25, 9, 30, tzinfo=IST)
+    assert (stored.side, stored.kind, stored.price, stored.entry) == (
+        "short",
+        "exit",
+        Decimal("24500.0500"),
+        None,
+    )
+    assert stored.facts == {"poc": 24480.0}
+
+
+@pytest.mark.django_db
+def test_selectors_read_what_the_services_wrote():
+    from strategies import selectors
+
+    config = make_config()
+    other = make_config("other")
+    services.set_strategy_enabled(config, True, actor="test")
+    assert list(selectors.enabled_strategies()) == [config]
+    assert selectors.strategy_version("tiny") == 2 and selectors.strategy_version("gone") is None
+    assert selectors.checkpoint_for(config, "ticks:x") is None
+    services.advance_checkpoint(config, stream_key="ticks:x", last_stream_id="7-1")
+    assert selectors.checkpoint_for(config, "ticks:x") == "7-1"
+    live = make_order(config, "o-1")
+    done = make_order(other, "o-2")
+    services.order_transition(done, "rejected", detail={"why": "margin"})
+    assert list(selectors.open_orders()) == [live]
+    assert list(selectors.open_orders(other)) == []
+    assert selectors.order_by_client_id("o-2") == done
+    trail = selectors.audit_trail(object_type="order", object_id=done.pk)
+    assert [e.action for e in trail] == ["order.created", "order.transition"]
+
+
+@pytest.mark.django_db
+def test_creating_an_order_again_returns_it_and_a_clash_is_refused():
+    config = make_config()
+    order = make_order(config, "same-1", quantity=65)
+    services.order_transition(order, "submitted")
+    again = make_order(config, "same-1", quantity=65)
+    assert again.pk == order.pk and again.state == "submitted"
+    assert order.events.count() == 2
+    with pytest.raises(ValidationError, match="already exists with different quantity"):
+        make_order(config, "same-1", quantity=130)
+    assert Order.objects.count() == 1
