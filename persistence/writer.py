@@ -309,6 +309,11 @@ class HistoryWriter:
             self._pending[CANDLES_1M].setdefault(daynum, []).append(table)
         self._pending_candles = {}
 
+    def seal_candles(self) -> None:
+        """Emit every candle still being built, as if its minute were over. An import calls this
+        before writing finished candles, so that those supersede candles built from its ticks."""
+        self._seal_completed_candles(everything=True)
+
     def write_candles(self, table_or_rows: pa.Table | Iterable[Mapping]) -> int:
         """Store finished 1-minute candles (imports): columns instrument_key, ts (datetime/timestamp,
         candle start) or ts_ms, open, high, low, close, and optionally volume and oi. A candle
@@ -411,6 +416,18 @@ class HistoryWriter:
         self._write_pending()
         self._compact(force=True)
         self._bury_expired(now=float("inf"))
+        self._duck.close()
+        self._lock.release()
+        self._closed = True
+
+    def abandon(self) -> None:
+        """Release the store without publishing what was buffered since the last flush (an import
+        that failed half-way leaves the store as it was)."""
+        if self._closed:
+            return
+        self._pending = {t: {} for t in TABLES}
+        self._pending_candles = {}
+        self._new_instruments = {}
         self._duck.close()
         self._lock.release()
         self._closed = True
@@ -535,10 +552,8 @@ class HistoryWriter:
         disk, so a restarted writer neither duplicates re-sent ticks nor loses a minute's OHLC."""
         self._loaded_days.add(daynum)
         day = _day_name(daynum)
-        paths = [
-            str(self.root / p)
-            for p in self._manifest.paths(TICKS, date.fromisoformat(day), date.fromisoformat(day))
-        ]
+        the_day = date.fromisoformat(day)
+        paths = [str(self.root / p) for p in self._manifest.paths(TICKS, the_day, the_day)]
         if not paths:
             return
         rows = self._duck.execute(
@@ -557,18 +572,32 @@ class HistoryWriter:
             """,
             [paths],
         ).fetchall()
+        rebuilt = []
         for key, ts, ltp, ltq, vol, oi, bid, bid_qty, ask, ask_qty, base_volume in rows:
             s = self._series.get((key, daynum))
             if s is None:
                 s = self._series[(key, daynum)] = _Series()
                 s.base_volume = base_volume  # None when the minute is the day's first
+                rebuilt.append((key, s))
             ident = (ltp, ltq, vol, oi, bid, bid_qty, ask, ask_qty)
             if ts == s.mark:
                 s.at_mark.add(ident)
             else:
                 s.mark, s.at_mark = ts, {ident}
             self._candle_add(key, daynum, s, ts, ltp, ltq, vol, oi)
-        # The rebuilt candle may already be stored; rewriting it is harmless (same key, newer seq).
+        # A candle already stored for that minute (sealed before a clean close, or imported) stays
+        # as it is unless a new tick amends it; one a killed writer never wrote is written later.
+        stored = set()
+        candle_paths = [str(self.root / p) for p in self._manifest.paths(CANDLES_1M, the_day, the_day)]
+        if candle_paths:
+            stored = set(
+                self._duck.execute(
+                    "SELECT DISTINCT instrument_key, ts_ms FROM read_parquet(?) WHERE ts_ms >= ?",
+                    [candle_paths, min(s.minute for _, s in rebuilt)],
+                ).fetchall()
+            )
+        for key, s in rebuilt:
+            s.dirty = (key, s.minute) not in stored
 
     def _forget_old_days(self) -> None:
         """Drop restart state for days before the newest tick's day once their candles are written;
