@@ -46,11 +46,15 @@ app.conf.task_routes = (route_task,)
 app.conf.task_default_queue = MAINTENANCE_QUEUE
 
 # Beat's times are exchange times (CELERY_TIMEZONE is Asia/Kolkata).
-# Named entries later issues add, with their times: "refresh-instruments" 08:30 Mon-Fri
-# (feeds.tasks.refresh_instruments), "square-off" 15:15 Mon-Fri and "end-of-day-snapshots" 15:45
-# Mon-Fri (strategies). Add an entry only together with its task: beat sending a task no worker
-# knows is an error every time it fires.
+# Named entries later issues add, with their times: "square-off" 15:15 Mon-Fri and
+# "end-of-day-snapshots" 15:45 Mon-Fri (strategies). Add an entry only together with its task:
+# beat sending a task no worker knows is an error every time it fires.
 app.conf.beat_schedule = {
+    # Before the 09:15 open: the day's contracts (new weekly expiries) and lot sizes.
+    "refresh-instruments": {
+        "task": "feeds.tasks.refresh_instruments",
+        "schedule": crontab(hour=8, minute=30, day_of_week="mon-fri"),
+    },
     # After the close: the history store has the day; streams keep only the current session.
     "trim-tick-streams": {
         "task": "auctionsite.tasks.trim_tick_streams",

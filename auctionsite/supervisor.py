@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -247,7 +248,7 @@ class Supervisor:
         child.process = process
         child.started_at = self.clock()
         child.pids.append(process.pid)
-        self.log("up", f"started {spec.name} (pid {process.pid}): {' '.join(spec.argv)}")
+        self.log("up", f"started {spec.name} (pid {process.pid}): {shlex.join(spec.argv)}")
         pump = threading.Thread(target=self._pump, args=(spec.name, process.stdout), daemon=True)
         pump.start()
         self._pumps = [p for p in self._pumps if p.is_alive()] + [pump]
