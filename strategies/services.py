@@ -146,9 +146,12 @@ def _locked_config(config: StrategyConfig) -> StrategyConfig:
 def _save_config_change(
     config: StrategyConfig, changes: dict[str, tuple[Any, Any]], *, actor: ActorLike, action: str
 ) -> None:
-    """Bump the version, validate, save and audit a change already applied to the locked row."""
+    """Bump the version, validate, save and audit a change already applied to the locked row.
+
+    Switching on/off or paper/live does not re-check the class: a configuration whose strategy left
+    the library must still be switchable off."""
     config.version += 1
-    config.full_clean()
+    config.full_clean(exclude=["strategy_class"] if set(changes) <= {"enabled", "mode"} else None)
     config.save()
     detail = {name: {"from": old, "to": new} for name, (old, new) in changes.items()}
     record_audit(actor=actor, action=action, obj=config, detail=detail | {"version": config.version})

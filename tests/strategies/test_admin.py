@@ -251,3 +251,17 @@ def test_audit_log_filters_by_actor_action_object_and_date(staff, config):
     today = dt.date.today()
     by_date = staff.get(url, {"ts__year": today.year})
     assert by_date.status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_config_whose_strategy_left_the_library_says_so_and_can_still_be_disabled(
+    staff, config, monkeypatch
+):
+    services.set_strategy_enabled(config, True, actor="test")
+    monkeypatch.delitem(REGISTRY, TinyAdminStrategy.slug)
+    response = staff.post(change_url(config), form_data())
+    assert response.status_code == 200
+    assert "has no 'tiny_admin' any more" in " ".join(response.context["adminform"].form.non_field_errors())
+    run_action(staff, "disable", config)
+    config.refresh_from_db()
+    assert not config.enabled and config.lots == 1

@@ -476,3 +476,18 @@ def test_creating_an_order_again_returns_it_and_a_clash_is_refused():
     with pytest.raises(ValidationError, match="already exists with different quantity"):
         make_order(config, "same-1", quantity=130)
     assert Order.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_strategy_that_left_the_library_can_be_switched_off_but_not_tuned(monkeypatch):
+    config = make_config()
+    services.set_strategy_enabled(config, True, actor="test")
+    monkeypatch.delitem(REGISTRY, TinyStrategy.slug)
+    services.set_strategy_enabled(config, False, actor="test")
+    assert not config.enabled
+    with pytest.raises(ValidationError, match="Unknown strategy"):
+        services.update_parameters(config, {}, actor="test")
+    with pytest.raises(ValidationError, match="strategy_class"):
+        services.update_strategy_config(config, actor="test", lots=3)
+    config.refresh_from_db()
+    assert config.lots == 1
