@@ -138,8 +138,13 @@ class Supervisor:
     def log(self, name: str, line: str) -> None:
         """One line of the combined log: the child's (or the supervisor's) name, then the line."""
         with self._write_lock:
-            self.output.write(f"{name:<{self._name_width}} | {line.rstrip()}\n")
-            self.output.flush()
+            try:
+                self.output.write(f"{name:<{self._name_width}} | {line.rstrip()}\n")
+                self.output.flush()
+            except (OSError, ValueError):
+                # The terminal went away (closed pipe or file): losing log lines must not stop
+                # the supervisor from cleaning up its children.
+                pass
 
     def _pump(self, name: str, stream) -> None:
         # One thread per child: it ends by itself at EOF, when the child and its group have exited.

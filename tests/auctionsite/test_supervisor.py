@@ -246,3 +246,14 @@ def test_a_job_that_finishes_is_not_restarted_but_one_that_fails_is(make_supervi
     assert "done (pid" in sup.output.getvalue() and "finished (exit code 0" in sup.output.getvalue()
     with pytest.raises(ValueError):
         ProcessSpec.of("x", ["true"], restart="sometimes")
+
+
+def test_a_closed_terminal_does_not_stop_the_cleanup(make_supervisor):
+    output = io.StringIO()
+    sup = make_supervisor(output=output, grace=1.0)
+    sup.reconcile([py("sleeper", "import time; time.sleep(120)")])
+    sup.step()
+    pid = sup.children["sleeper"].pid
+    output.close()
+    sup.stop()  # logs "stopping ..." into a closed stream
+    assert wait_until(lambda: gone(pid), timeout=5, what="child to die")

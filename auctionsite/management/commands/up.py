@@ -3,7 +3,8 @@
 Migrates the database, makes sure a demo login exists, starts a Redis when nothing answers at
 REDIS_URL, then runs and supervises the feed (`runfeed`), one Celery worker per queue that has
 work, Celery beat and Daphne, with one combined log. A child that dies is restarted with backoff;
-Ctrl-C or SIGTERM stops them all, process groups included, within a few seconds.
+Ctrl-C, SIGTERM or a closed terminal (SIGHUP) stops them all, process groups included, within a
+few seconds. (A SIGKILLed `up` cannot clean up: its children then keep running.)
 
 What runs is `desired_processes(plan)`, re-read every few seconds, so a strategy enabled in the
 admin gets its worker without a restart once `strategy_worker_specs` returns it.
@@ -259,7 +260,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         self._shutdown_reason: str | None = None
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        }
         var_dir = Path(settings.VAR_DIR)
         out = sys.stdout  # children's lines go straight to the terminal, not through OutputWrapper
 
