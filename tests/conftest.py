@@ -241,6 +241,21 @@ def daphne_server(tmp_path_factory, test_redis_url) -> DaphneServer:
         yield server
     finally:
         server.stop()
+        _forget_feed_state(test_redis_url)
+
+
+def _forget_feed_state(redis_url: str) -> None:
+    """Remove what a feed run against the test Redis database leaves there (never FLUSHDB: shared)."""
+    import redis
+
+    from feeds.groups import FEED_STATUS_KEY, LAST_SNAPSHOT_KEY, tick_stream_key
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = [FEED_STATUS_KEY, LAST_SNAPSHOT_KEY, *client.scan_iter(match=tick_stream_key("*"), count=1000)]
+        client.delete(*keys)
+    finally:
+        client.close()
 
 
 @pytest.fixture(scope="session")

@@ -276,6 +276,7 @@ const state = {
   socketOpen: false,
   openedAt: 0,
   lastMessageAt: 0,
+  lastTickSeenAt: 0,
   retryAt: 0,
   sessionEnded: false,
 };
@@ -341,7 +342,7 @@ function renderBanner() {
 
 function tick() {
   const feed = state.feed;
-  ui.age.textContent = feed && isNumber(feed.last_tick_ms) ? fmtAge(Date.now() - feed.last_tick_ms) : "—";
+  ui.age.textContent = feed && state.lastTickSeenAt ? fmtAge(Date.now() - state.lastTickSeenAt) : "—";
   renderBanner();
 }
 
@@ -359,10 +360,24 @@ function applySnapshot(message) {
     if (isNumber(update.ltp) && isNumber(t)) card.chart.add(t, update.ltp);
   }
   if (message.feed) {
+    notePossibleTick(message);
     state.feed = { ...(state.feed || {}), ...message.feed };
     renderFeed();
   }
   tick();
+}
+
+// The last tick's age is measured on this page's clock from when the feed's last_tick_ms moved,
+// not as Date.now() - last_tick_ms: exchange time is simulated or replayed time under those
+// sources, and the browser's clock may be off. A page that connects mid-silence starts from the
+// feed's own reckoning (its send time minus the tick time), when that is plausible.
+function notePossibleTick(message) {
+  const lastTick = message.feed.last_tick_ms;
+  if (!isNumber(lastTick) || (state.feed && state.feed.last_tick_ms === lastTick)) return;
+  const now = Date.now();
+  const feedAge = isNumber(message.ts_ms) ? message.ts_ms - lastTick : NaN;
+  const firstSight = !state.feed || !isNumber(state.feed.last_tick_ms);
+  state.lastTickSeenAt = firstSight && feedAge >= 0 && feedAge < 86_400_000 ? now - feedAge : now;
 }
 
 async function checkSession() {
