@@ -433,5 +433,10 @@ function connect() {
   });
 }
 
+// Charts read their colours from CSS variables: redraw when the light/dark scheme changes.
+window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
+  for (const card of cards.values()) card.chart.schedule();
+});
+
 setInterval(tick, 250);
 connect();

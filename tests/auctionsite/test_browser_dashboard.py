@@ -106,6 +106,8 @@ def log_in(page, server, user) -> None:
     username, password = user
     page.goto(server.url + "/")
     expect(page).to_have_url(re.compile(r"/accounts/login/\?next=/$"))
+    if not (ARTIFACTS_DIR / "login.png").exists():
+        page.screenshot(path=str(ARTIFACTS_DIR / "login.png"))
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
@@ -157,6 +159,8 @@ def test_login_and_see_live_prices(daphne_server, daphne_user, page):
     )
     assert drawn
     page.screenshot(path=str(ARTIFACTS_DIR / "dashboard.png"), full_page=True)
+    page.emulate_media(color_scheme="dark")
+    page.screenshot(path=str(ARTIFACTS_DIR / "dashboard-dark.png"), full_page=True)
     page.set_viewport_size({"width": 390, "height": 844})
     page.screenshot(path=str(ARTIFACTS_DIR / "dashboard-mobile.png"), full_page=True)
 
