@@ -7,9 +7,16 @@ live worker alike.
 from __future__ import annotations
 
 from strategies.base import Strategy
+from strategies.library.eighty_percent import EightyPercentRule
 from strategies.library.ib_breakout import IBBreakout
+from strategies.library.look_above_fail import LookAboveAndFail
+from strategies.library.open_drive import OpenDriveFollow
+from strategies.library.va_acceptance import ValueAreaAcceptance
 
-REGISTRY: dict[str, type[Strategy]] = {cls.slug: cls for cls in (IBBreakout,)}
+REGISTRY: dict[str, type[Strategy]] = {
+    cls.slug: cls
+    for cls in (IBBreakout, EightyPercentRule, ValueAreaAcceptance, OpenDriveFollow, LookAboveAndFail)
+}
 
 
 def get_strategy(slug: str) -> type[Strategy]:

@@ -224,3 +224,19 @@ def test_agrees_with_independent_implementation_on_real_sessions(params):
     cols = [table[n].to_pylist() for n in ("open", "high", "low", "close")]
     candles = [Candle(t // unit, o, h, lo, c) for t, o, h, lo, c in zip(ts, *cols, strict=True)]
     assert assert_same(candles, **params) > 20
+
+
+def test_registry_lists_the_library():
+    from strategies.library import REGISTRY
+
+    assert set(REGISTRY) == {
+        "ib_breakout",
+        "eighty_percent",
+        "va_acceptance",
+        "open_drive",
+        "look_above_fail",
+    }
+    for slug, cls in REGISTRY.items():
+        assert cls.slug == slug and cls.title and cls.param_schema()
+    with pytest.raises(KeyError, match="known: eighty_percent"):
+        get_strategy("nope")
