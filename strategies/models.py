@@ -14,7 +14,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
-from django.core.validators import MinValueValidator
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 
 MONEY = {"max_digits": 16, "decimal_places": 2}
@@ -183,8 +183,11 @@ class Order(models.Model):
     """An order the bot made. Its state changes only through `services.order_transition`."""
 
     client_order_id = models.CharField(
-        max_length=40,
+        max_length=20,
         unique=True,
+        # Sent as the broker's order tag: Indian brokers cap tags at 20 characters and reject
+        # (not truncate) longer ones, so the bot's key must fit.
+        validators=[RegexValidator(r"^[A-Za-z0-9_-]{1,20}$", "Up to 20 letters, digits, '-' or '_'.")],
         help_text="The bot's idempotency key, sent to the broker as the order tag.",
     )
     broker_order_id = models.CharField(max_length=64, blank=True, db_index=True)

@@ -35,10 +35,18 @@ def tiny_strategy(monkeypatch):
     monkeypatch.setitem(REGISTRY, TinyAdminStrategy.slug, TinyAdminStrategy)
 
 
+@pytest.fixture(autouse=True)
+def fast_passwords(settings):
+    # Real logins, without paying for PBKDF2's deliberate slowness in every test.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def staff(client):
-    user = get_user_model().objects.create_superuser("boss", "boss@example.com", "not-a-real-password")
-    client.force_login(user)
+    get_user_model().objects.create_user(
+        "boss", "boss@example.com", "not-a-real-password", is_staff=True, is_superuser=True
+    )
+    assert client.login(username="boss", password="not-a-real-password")
     return client
 
 
@@ -265,3 +273,14 @@ def test_a_config_whose_strategy_left_the_library_says_so_and_can_still_be_disab
     run_action(staff, "disable", config)
     config.refresh_from_db()
     assert not config.enabled and config.lots == 1
+
+
+@pytest.mark.django_db
+def test_the_admin_is_closed_to_anonymous_and_non_staff_users(client, config):
+    assert client.get(change_url(config)).status_code == 302
+    get_user_model().objects.create_user("clerk", "clerk@example.com", "not-a-real-password")
+    assert client.login(username="clerk", password="not-a-real-password")
+    response = client.post(change_url(config), form_data(lookback="45"))
+    assert response.status_code == 302 and "/login/" in response["Location"]
+    config.refresh_from_db()
+    assert config.version == 1

@@ -100,3 +100,21 @@ def test_the_database_refuses_duplicates_and_overfills_even_past_the_services():
         Signal.objects.create(**signal, ts=now + dt.timedelta(seconds=1), side="short", reason="again")
     with pytest.raises(IntegrityError), transaction.atomic():
         StrategyConfig.objects.filter(pk=config.pk).update(lots=0)
+
+
+@pytest.mark.django_db
+def test_the_client_order_id_fits_a_broker_tag():
+    config = make_config()
+    for bad in ("x" * 21, "has space", "semi;colon", ""):
+        with pytest.raises(ValidationError) as caught:
+            services.create_order(
+                strategy=config, client_order_id=bad, instrument_key="NSE_FO|1", side="BUY", quantity=1
+            )
+        assert "client_order_id" in caught.value.message_dict
+    services.create_order(
+        strategy=config,
+        client_order_id="ib_20261125-000123",
+        instrument_key="NSE_FO|1",
+        side="BUY",
+        quantity=1,
+    )
