@@ -21,7 +21,16 @@ from .params import (
     session_bounds_ms,
     session_date_of,
 )
-from .profile import Composite, composite_profile, poc_index, spread_candle_volume, value_area, volume_nodes
+from .profile import (
+    Composite,
+    composite_of,
+    composite_profile,
+    poc_index,
+    shift_to_spot,
+    spread_candle_volume,
+    value_area,
+    volume_nodes,
+)
 from .state import AuctionState, PriorSession
 from .structure import (
     extension_levels,
@@ -51,6 +60,7 @@ __all__ = [
     "Ticks",
     "ValueRelation",
     "balance",
+    "composite_of",
     "composite_profile",
     "compute_session",
     "compute_sessions",
@@ -70,6 +80,7 @@ __all__ = [
     "session_bounds_ms",
     "session_date_of",
     "shape",
+    "shift_to_spot",
     "single_print_zones",
     "spread_candle_volume",
     "split_sessions",

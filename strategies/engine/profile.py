@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from .params import ProfileParams
+
 
 def poc_index(counts: Sequence[int]) -> int | None:
     """Index of the point of control in a low→high row vector, None when it is all zeros.
@@ -175,3 +177,27 @@ def volume_nodes(counts: Sequence[int], sensitivity: int = 2) -> tuple[list[int]
         if i - s >= 0 and i + s < n and all(v < w for w in window):
             lvn.append(i)
     return hvn, lvn
+
+
+def composite_of(
+    states: Iterable, kind: str = "tpo", percent: int = 70, method: str = "two_row"
+) -> Composite:
+    """The composite of several AuctionStates (`kind` "tpo" or "volume"), e.g. the last N days."""
+    states = list(states)
+    if not states:
+        return Composite({}, None, None, None)
+    attr = "tpo_counts" if kind == "tpo" else "volume_by_row"
+    return composite_profile((getattr(s, attr) for s in states), states[0].row_size, percent, method)
+
+
+def shift_to_spot(by_row: Mapping[float, int], basis: float, params: ProfileParams) -> dict[float, int]:
+    """Move a futures volume profile onto the spot grid: each futures row's volume goes to the spot
+    row holding `row − basis` (basis = future − spot, in points), on the same absolute grid. Whole
+    rows move, so the map is exact when the basis is a whole number of rows, within a row otherwise."""
+    tpu, tpr = params.ticks_per_unit, params.ticks_per_row
+    shift = round(basis * tpu)
+    out: dict[float, int] = {}
+    for label, count in by_row.items():
+        key = _label((round(label * tpu) - shift) // tpr, params.row_size)
+        out[key] = out.get(key, 0) + count
+    return out

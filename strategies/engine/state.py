@@ -253,6 +253,9 @@ def derive_state(
             up_mult = (high - ibh_t) / ibr_t
             down_mult = (ibl_t - low) / ibr_t
         avg_ibr_t = round(facts.avg_ibr * tpu) if facts.avg_ibr else None
+        # One-timeframing is judged from the last IB period on, by period index (empty periods
+        # leave no range, so list positions are not period numbers).
+        from_last_ib = [(h, lw) for k, h, lw in periods if k >= params.ib_periods - 1]
         kind = classify.day_type(
             ibh_t,
             ibl_t,
@@ -261,8 +264,8 @@ def derive_state(
             last,
             tpr,
             avg_ibr_t,
-            ranges,
-            params.ib_periods,
+            from_last_ib,
+            1,
             longest,
             params.non_trend_ibr_pct,
             params.double_distribution_min_rows,
@@ -299,7 +302,7 @@ def derive_state(
                 (lo_row + va[0]) * tpr, (lo_row + va[1]) * tpr, round(prior.val * tpu), round(prior.vah * tpu)
             )
 
-    post_ib = ranges[max(len(ib_ranges) - 1, 0) :] if ib_complete else []
+    post_ib = [(h, lw) for k, h, lw in periods if k >= params.ib_periods - 1] if ib_complete else []
     bal = classify.balance(
         relation, kind, ext_up, ext_down, (ibh_t - ibl_t) if ibh_t is not None else 0, post_ib
     )
