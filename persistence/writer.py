@@ -29,11 +29,12 @@ How the store stays consistent with one writer and any number of readers in othe
   are versioned rows: the row with the highest `seq` for a key wins, so a late tick that amends a
   written candle, or an imported candle for the same minute, simply supersedes it; readers and
   compaction keep only the winner.
-* Compaction. When a day has `compact_after` level-0 files they are merged into one level-1 file;
-  when it has `compact_after` level-1 files, all its files merge into one level-2 file; at close
-  every day touched is merged into a single file. The merged file is renamed into place and one
-  manifest replace swaps it for its inputs, so a reader sees either the inputs or the merged file,
-  never both. Inputs are deleted `grace_s` later; a reader whose file vanished anyway re-reads the
+* Compaction. When a day has `compact_after` (30) level-0 files they are merged into one level-1
+  file; when it has `merge_levels_after` (10) level-1 files, all its files merge into one level-2
+  file, so a live day is at most ~40 files; at close every day touched is merged into a single
+  file. Merges run on a background thread (flush never waits for one) and only write a new file;
+  the writer's own thread then swaps it for its inputs with one manifest replace, so a reader sees
+  either the inputs or the merged file, never both. Inputs are deleted `grace_s` later; a reader whose file vanished anyway re-reads the
   manifest and retries (persistence.readers).
 
 Not thread-safe: call it from one thread (the feed's loop, or a worker thread it owns). It never
@@ -43,10 +44,12 @@ touches Redis, Channels or the Django database.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import uuid
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
@@ -78,6 +81,8 @@ from persistence.store import (
     write_manifest,
 )
 
+log = logging.getLogger(__name__)
+
 MINUTE_MS = 60_000
 SEAL_GRACE_MS = 2_000
 TICK_COLUMNS = ("instrument_key", "ts_ms", "ltp", "ltq", "volume", "oi", "bid", "bid_qty", "ask", "ask_qty")
@@ -85,6 +90,24 @@ TICK_COLUMNS = ("instrument_key", "ts_ms", "ltp", "ltq", "volume", "oi", "bid", 
 
 def _day_name(daynum: int) -> str:
     return date.fromordinal(EPOCH.toordinal() + daynum).isoformat()
+
+
+def _merge_files(con: duckdb.DuckDBPyConnection, root: Path, table: str, rel: str, paths: list[str]) -> int:
+    """Merge Parquet files into `rel` (sorted, superseded versions dropped); runs on the compactor
+    thread with its own connection and touches nothing but files. Returns the row count."""
+    tmp = root / "tmp" / (rel.replace("/", "_") + ".tmp")
+    dedupe = ""
+    if table in VERSIONED_KEYS:
+        dedupe = f"QUALIFY row_number() OVER (PARTITION BY {VERSIONED_KEYS[table]} ORDER BY seq DESC) = 1"
+    con.execute(
+        f"COPY (SELECT * FROM read_parquet(?) {dedupe} ORDER BY {SORT_KEYS[table]}) "
+        f"TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)",
+        [[str(root / p) for p in paths]],
+    )
+    rows = pq.read_metadata(tmp).num_rows
+    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, root / rel)
+    return rows
 
 
 class _Series:
@@ -131,7 +154,8 @@ class HistoryWriter:
         root: Path | str | None = None,
         *,
         flush_interval: float | None = 1.0,
-        compact_after: int = 60,
+        compact_after: int = 30,
+        merge_levels_after: int = 10,
         grace_s: float = 30.0,
     ) -> None:
         self.root = Path(root) if root is not None else default_root()
@@ -139,12 +163,18 @@ class HistoryWriter:
         self._lock = WriterLock(self.root)
         self.flush_interval = flush_interval
         self.compact_after = compact_after
+        self.merge_levels_after = merge_levels_after
         self.grace_s = grace_s
         self._tmp = self.root / "tmp"
         self._tmp.mkdir(exist_ok=True)
         self._manifest = read_manifest(self.root)
         self._remove_orphans()
         self._duck = duckdb.connect()
+        # Merges run on their own thread and connection, limited to one DuckDB thread so the
+        # feed keeps a core; flush() never waits for them.
+        self._merge_duck = duckdb.connect(config={"threads": 1})
+        self._compactor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history-compactor")
+        self._merging: tuple | None = None
         self._series: dict[tuple[str, int], _Series] = {}
         self._loaded_days: set[int] = set()
         self._pending: dict[str, dict[int, list[pa.Table]]] = {t: {} for t in TABLES}
@@ -401,10 +431,9 @@ class HistoryWriter:
         self._check_open()
         self._seal_completed_candles()
         self._last_flush = time.monotonic()
-        published = self._write_pending()
-        if published:
+        if self._write_pending():
             self.stats["flushes"] += 1
-            self._compact(force=False)
+        self._compact(force=False)
         self._bury_expired()
         self._forget_old_days()
 
@@ -416,6 +445,11 @@ class HistoryWriter:
         self._write_pending()
         self._compact(force=True)
         self._bury_expired(now=float("inf"))
+        self._release()
+
+    def _release(self) -> None:
+        self._compactor.shutdown(wait=True)
+        self._merge_duck.close()
         self._duck.close()
         self._lock.release()
         self._closed = True
@@ -428,9 +462,9 @@ class HistoryWriter:
         self._pending = {t: {} for t in TABLES}
         self._pending_candles = {}
         self._new_instruments = {}
-        self._duck.close()
-        self._lock.release()
-        self._closed = True
+        if self._merging is not None:
+            self._merging[-1].cancel()
+        self._release()
 
     def __enter__(self) -> HistoryWriter:
         return self
@@ -480,50 +514,61 @@ class HistoryWriter:
         return rel
 
     def _compact(self, *, force: bool) -> None:
-        manifest = self._manifest
-        changed = False
-        for table in TABLES:
-            for day, parts in list(manifest.files[table].items()):
-                if force:
+        """Swap in a finished background merge and start the next one (flush), or, at close, merge
+        every day touched into one file in the foreground."""
+        changed = self._finish_merge(wait=force)
+        if force:
+            for table in TABLES:
+                for day, parts in list(self._manifest.files[table].items()):
                     # One flush file may still hold superseded candle versions: merge it too.
-                    if (table, day) not in self._touched or (len(parts) == 1 and parts[0].level > 0):
-                        continue
-                    merge, level = parts, 2
-                else:
+                    if (table, day) in self._touched and (len(parts) > 1 or parts[0].level == 0):
+                        self._start_merge(table, day, parts, 2)
+                        changed |= self._finish_merge(wait=True)
+        elif self._merging is None:
+            for table in TABLES:
+                for day, parts in self._manifest.files[table].items():
                     level0 = [p for p in parts if p.level == 0]
-                    level1 = [p for p in parts if p.level == 1]
-                    if len(level1) >= self.compact_after:
-                        merge, level = parts, 2
+                    if sum(p.level == 1 for p in parts) >= self.merge_levels_after:
+                        self._start_merge(table, day, parts, 2)
                     elif len(level0) >= self.compact_after:
-                        merge, level = level0, 1
-                    else:
-                        continue
-                merged = self._merge(table, day, level, [p.path for p in merge])
-                gone = {p.path for p in merge}
-                manifest.files[table][day] = [p for p in parts if p.path not in gone] + [merged]
-                deadline = time.monotonic() + self.grace_s
-                self._graveyard.extend((deadline, self.root / p) for p in gone)
-                self.stats["compactions"] += 1
-                changed = True
+                        self._start_merge(table, day, level0, 1)
+                    if self._merging is not None:
+                        break
+                if self._merging is not None:
+                    break
         if changed:
-            write_manifest(self.root, manifest)
+            write_manifest(self.root, self._manifest)
 
-    def _merge(self, table: str, day: str, level: int, paths: list[str]) -> PartFile:
+    def _start_merge(self, table: str, day: str, inputs: list[PartFile], level: int) -> None:
         rel = self._file_name(table, day, level)
-        tmp = self._tmp / (rel.replace("/", "_") + ".tmp")
-        files = [str(self.root / p) for p in paths]
-        dedupe = ""
-        if table in VERSIONED_KEYS:
-            dedupe = f"QUALIFY row_number() OVER (PARTITION BY {VERSIONED_KEYS[table]} ORDER BY seq DESC) = 1"
-        self._duck.execute(
-            f"COPY (SELECT * FROM read_parquet(?) {dedupe} ORDER BY {SORT_KEYS[table]}) "
-            f"TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)",
-            [files],
+        future = self._compactor.submit(
+            _merge_files, self._merge_duck, self.root, table, rel, [p.path for p in inputs]
         )
-        rows = pq.read_metadata(tmp).num_rows
-        final = self.root / rel
-        os.replace(tmp, final)
-        return PartFile(rel, level, rows)
+        self._merging = (table, day, level, {p.path for p in inputs}, rel, future)
+
+    def _finish_merge(self, *, wait: bool) -> bool:
+        """Replace a finished merge's inputs by its output in the manifest (not yet written)."""
+        if self._merging is None:
+            return False
+        table, day, level, inputs, rel, future = self._merging
+        if not wait and not future.done():
+            return False
+        self._merging = None
+        try:
+            rows = future.result()
+        except Exception:
+            # The inputs stay as they are, readers see no difference; the next flush tries again.
+            log.exception("merging %s %s into %s failed", table, day, rel)
+            (self.root / rel).unlink(missing_ok=True)
+            return False
+        parts = self._manifest.files[table][day]
+        self._manifest.files[table][day] = [p for p in parts if p.path not in inputs] + [
+            PartFile(rel, level, rows)
+        ]
+        deadline = time.monotonic() + self.grace_s
+        self._graveyard.extend((deadline, self.root / p) for p in inputs)
+        self.stats["compactions"] += 1
+        return True
 
     def _bury_expired(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now

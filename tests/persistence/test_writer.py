@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import date, datetime
 
 import pyarrow as pa
@@ -144,16 +145,25 @@ def test_one_writer_at_a_time_and_readers_of_an_empty_store(tmp_path):
 
 
 def test_small_flush_files_are_compacted_without_changing_what_readers_see(tmp_path):
-    w = HistoryWriter(tmp_path, flush_interval=None, compact_after=3, grace_s=0)
+    w = HistoryWriter(tmp_path, flush_interval=None, compact_after=3, merge_levels_after=2, grace_s=0)
+
+    def files() -> list:
+        return json.loads((tmp_path / "manifest.json").read_text())["files"]["ticks"]["2024-03-12"]
+
     for i in range(10):
         w.write_ticks([fut(i, 100 + i, 1, i + 1)])
         w.flush()
         assert readers.read_ticks(KEY, DAY, DAY, root=tmp_path).num_rows == i + 1
-    files = json.loads((tmp_path / "manifest.json").read_text())["files"]["ticks"]["2024-03-12"]
-    assert len(files) < 10 and {f[1] for f in files} - {0}
+    # Merges run in the background and are swapped in by a later flush.
+    deadline = time.monotonic() + 30
+    while not {f[1] for f in files()} - {0} and time.monotonic() < deadline:
+        time.sleep(0.05)
+        w.flush()
+    assert {f[1] for f in files()} - {0}, "no merge was published"
+    assert len(files()) < 10
+    assert readers.read_ticks(KEY, DAY, DAY, root=tmp_path).num_rows == 10
     w.close()
-    files = json.loads((tmp_path / "manifest.json").read_text())["files"]["ticks"]["2024-03-12"]
-    assert len(files) == 1
+    assert len(files()) == 1
     assert readers.read_ticks(KEY, DAY, DAY, root=tmp_path)["ltp"].to_pylist() == [
         100.0 + i for i in range(10)
     ]
