@@ -274,8 +274,10 @@ class Supervisor:
         while time.monotonic() < deadline and any(c.process.poll() is None for c in running):
             time.sleep(0.05)
         for child in running:
+            stubborn = child.process.poll() is None
             # Also after a clean exit of the leader: its group may still hold pool processes.
-            if signal_group(child.process.pid, signal.SIGKILL) and child.process.poll() is None:
+            signal_group(child.process.pid, signal.SIGKILL)
+            if stubborn:
                 self.log("up", f"{child.spec.name} did not stop in {self.grace:g} s; killed")
         for child in running:
             try:
