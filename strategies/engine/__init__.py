@@ -31,6 +31,7 @@ from .profile import (
     value_area,
     volume_nodes,
 )
+from .serialize import state_to_dict
 from .state import AuctionState, PriorSession
 from .structure import (
     extension_levels,
@@ -83,6 +84,7 @@ __all__ = [
     "shift_to_spot",
     "single_print_zones",
     "spread_candle_volume",
+    "state_to_dict",
     "split_sessions",
     "value_area",
     "value_relation",

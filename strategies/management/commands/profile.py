@@ -15,15 +15,11 @@ from django.core.management.base import BaseCommand, CommandError
 
 from strategies.engine import AuctionState, compute_sessions, params_for
 from strategies.engine.loading import MarketDataError, candles_from_arrow, load_file
+from strategies.engine.serialize import price_key, state_to_dict
 
 IST = ZoneInfo("Asia/Kolkata")
 # Enough calendar days before the date for the prior session and the 20-session averages.
 LOOKBACK_DAYS = 45
-
-
-def price_key(price: float) -> str:
-    """A row's name as a JSON key: its lower bound without float noise ("22045", "100.5")."""
-    return f"{price:.2f}".rstrip("0").rstrip(".")
 
 
 class Command(BaseCommand):
@@ -87,61 +83,7 @@ class Command(BaseCommand):
 
 
 def as_json(state: AuctionState, instrument_key: str) -> dict:
-    prior = state.prior
-    return {
-        "instrument_key": instrument_key,
-        "date": state.session_date.isoformat(),
-        "row_size": state.row_size,
-        "open": state.open,
-        "high": state.high,
-        "low": state.low,
-        "close": state.last,
-        "poc": state.poc,
-        "vah": state.vah,
-        "val": state.val,
-        "volume_poc": state.volume_poc,
-        "ibh": state.ibh,
-        "ibl": state.ibl,
-        "ibr": state.ibr,
-        "extension_up": state.extension_up,
-        "extension_down": state.extension_down,
-        "extension_levels": {
-            side: {price_key(k): v for k, v in levels.items()}
-            for side, levels in state.extension_levels.items()
-        },
-        "tpo_counts": {price_key(row): n for row, n in state.tpo_counts.items()},
-        "volume_by_row": {price_key(row): n for row, n in state.volume_by_row.items()},
-        "open_location": state.open_location,
-        "open_type": state.open_type,
-        "day_type": state.day_type,
-        "day_type_final": state.day_type_final,
-        "single_prints": [[lo, hi] for lo, hi in state.single_prints],
-        "poor_high": state.poor_high,
-        "poor_low": state.poor_low,
-        "weak_high": state.weak_high,
-        "weak_low": state.weak_low,
-        "excess_high": state.excess_high,
-        "excess_low": state.excess_low,
-        "hvn": state.hvn,
-        "lvn": state.lvn,
-        "rotation_factor": state.rotation_factor,
-        "value_relation": state.value_relation,
-        "balance": state.balance,
-        "shape": state.shape,
-        "naked_pocs": state.naked_pocs,
-        "periods": [[letter, lo, hi] for letter, lo, hi in state.periods],
-        "prior": None
-        if prior is None
-        else {
-            "date": prior.date.isoformat(),
-            "high": prior.high,
-            "low": prior.low,
-            "close": prior.close,
-            "poc": prior.poc,
-            "vah": prior.vah,
-            "val": prior.val,
-        },
-    }
+    return {"instrument_key": instrument_key, **state_to_dict(state)}
 
 
 def tpo_chart(state: AuctionState, instrument_key: str) -> str:
