@@ -6,7 +6,8 @@
   at least every `flush_ms`, on a dedicated worker thread so a slow Parquet write never stalls the
   loop (the writer is not thread-safe: exactly one thread ever touches it);
 * XADDs every tick, msgpack-packed, to a bounded Redis Stream per instrument
-  (`feeds.groups.tick_stream_key`, MAXLEN ~ `stream_maxlen`), pipelined, in the same flush; the stream
+  (`feeds.groups.tick_stream_key`, MAXLEN ~ `stream_maxlen`), batched in one server-side script call
+  per few thousand ticks, in the same flush; the stream
   ids of each flush are what the `on_flush` hooks receive (strategy dispatch names those ranges);
 * sends conflated `market.snapshot` messages to the Channels group every `snapshot_ms` (the
   instruments that changed, plus everything every few seconds) and keeps the last full snapshot
@@ -46,6 +47,15 @@ HIGH_WATER = 200_000
 STALE_AFTER_S = 10.0
 # Commands per Redis round trip: big enough to amortise it, small enough to keep the loop responsive.
 XADD_CHUNK = 5_000
+# KEYS[i] is tick i's stream, ARGV[1] the approximate MAXLEN, ARGV[i + 1] tick i (msgpack).
+XADD_LUA = """
+local ids = {}
+local maxlen = ARGV[1]
+for i = 1, #KEYS do
+  ids[i] = redis.call('XADD', KEYS[i], 'MAXLEN', '~', maxlen, '*', 't', ARGV[i + 1])
+end
+return ids
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +193,7 @@ class FeedPipeline:
         self._pending: list[Tick] = []
         self._changed: set[str] = set()
         self._stream_keys: dict[str, str] = {}
+        self._xadd_script = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history-writer")
         self._flush_lock = asyncio.Lock()
         self._stopping = asyncio.Event()
@@ -325,18 +336,19 @@ class FeedPipeline:
         return rows
 
     async def _xadd(self, batch: list[Tick]) -> dict[str, tuple[str, str]]:
+        """XADD every tick to its instrument's stream, in order, and return each stream's id range.
+
+        One Lua call per chunk does the XADDs server-side: redis-py spends ~50 us packing and
+        parsing each pipelined command (about 19k XADD/s here), the script ~3x less per tick."""
+        if self._xadd_script is None:
+            self._xadd_script = self.redis.register_script(XADD_LUA)
         ranges: dict[str, tuple[str, str]] = {}
         for start in range(0, len(batch), XADD_CHUNK):
             chunk = batch[start : start + XADD_CHUNK]
-            pipe = self.redis.pipeline(transaction=False)
-            for t in chunk:
-                pipe.xadd(
-                    self._stream_key(t.instrument_key),
-                    {"t": pack_tick(t)},
-                    maxlen=self.stream_maxlen,
-                    approximate=True,
-                )
-            ids = await pipe.execute()
+            ids = await self._xadd_script(
+                keys=[self._stream_key(t.instrument_key) for t in chunk],
+                args=[self.stream_maxlen, *[pack_tick(t) for t in chunk]],
+            )
             self.stats.ticks_streamed += len(ids)
             for t, raw in zip(chunk, ids, strict=True):
                 sid = raw.decode() if isinstance(raw, bytes) else raw
