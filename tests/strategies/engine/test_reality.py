@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from strategies.engine import AuctionEngine, DayType, OpenType, compute_sessions, params_for, value_area
+from strategies.engine import (
+    AuctionEngine,
+    DayType,
+    OpenType,
+    compute_session,
+    compute_sessions,
+    params_for,
+    value_area,
+)
 from strategies.engine.batch import split_sessions
 from strategies.engine.loading import load_file
 
@@ -93,3 +101,14 @@ def test_real_ticks_batch_path_equals_tick_by_tick():
         bulk.on_ticks(day.ts_ms, day.price)
         assert one.state() == bulk.state()
         assert one.state().tpo_counts == batch.tpo_counts and one.state().poc == batch.poc
+
+
+def test_developing_values_after_every_real_candle_match_batch_on_the_data_so_far():
+    key = "NSE_INDEX|Nifty Bank"
+    params = params_for(key)
+    days = split_sessions(_load("niftybank_1m_2024-01_2024-04.parquet", key))
+    for day in (days[0], days[30], days[-1]):
+        engine = AuctionEngine(params)
+        for i in range(len(day)):
+            engine.on_candle(day.ts_ms[i], day.open[i], day.high[i], day.low[i], day.close[i])
+            assert engine.state() == compute_session(day.slice(0, i + 1), params), (day.ts_ms[i], i)
