@@ -1,6 +1,8 @@
-"""Reads for the site-wide pages and consumers: the watchlist as shown, the latest market snapshot.
+"""Reads for the site-wide pages and consumers: the watchlist as shown, the latest market snapshot,
+and the session's price line sampled from the tick streams.
 
-Only reads: the feed writes the snapshot and its status to Redis; nothing here changes them.
+Only reads: the feed writes the snapshot, its status and the streams to Redis; nothing here
+changes them.
 """
 
 from __future__ import annotations
@@ -8,14 +10,19 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from datetime import date, datetime
 
 import msgpack
 import redis.asyncio as aioredis
 from django.conf import settings
 
-from feeds.groups import FEED_STATUS_KEY, LAST_SNAPSHOT_KEY
+from feeds.groups import FEED_STATUS_KEY, LAST_SNAPSHOT_KEY, tick_stream_key
+from feeds.ticks import IST, unpack_tick
 
 SNAPSHOT_TYPE = "market.snapshot"
+HISTORY_TYPE = "market.history"
+HISTORY_POINTS = 300  # per instrument: enough for a chart a few hundred pixels wide
+HISTORY_MAX_INSTRUMENTS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +78,14 @@ def decode_snapshot(raw: bytes) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+def market_redis(redis_url: str | None = None) -> aioredis.Redis:
+    return aioredis.Redis.from_url(
+        redis_url or settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2
+    )
+
+
 async def latest_market_snapshot(
-    redis_url: str | None = None,
+    client: aioredis.Redis,
     *,
     snapshot_key: str = LAST_SNAPSHOT_KEY,
     status_key: str = FEED_STATUS_KEY,
@@ -80,13 +93,7 @@ async def latest_market_snapshot(
     """The last full snapshot the feed published, with the feed status refreshed from its hash
     (which the feed rewrites every second, so it is fresher than the snapshot). None when the feed
     has never written either."""
-    client = aioredis.Redis.from_url(
-        redis_url or settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2
-    )
-    try:
-        raw_snapshot, raw_status = await client.get(snapshot_key), await client.hgetall(status_key)
-    finally:
-        await client.aclose()
+    raw_snapshot, raw_status = await client.get(snapshot_key), await client.hgetall(status_key)
     snapshot = decode_snapshot(raw_snapshot) if raw_snapshot else None
     if snapshot is None and not raw_status:
         return None
@@ -98,3 +105,83 @@ async def latest_market_snapshot(
         status = {k.decode(): v.decode() for k, v in raw_status.items()}
         message["feed"] = {**(message.get("feed") or {}), **feed_status_from_hash(status)}
     return message
+
+
+def _stream_ms(entry_id: bytes) -> int:
+    return int(entry_id.split(b"-", 1)[0])
+
+
+async def price_history(
+    client: aioredis.Redis, instrument_keys: list[str], *, points: int = HISTORY_POINTS
+) -> dict[str, list[list[float]]]:
+    """Each instrument's price line for its last session, as `[[ts_ms, ltp], ...]` in time order,
+    sampled to about `points` ticks from its Redis Stream.
+
+    Sampling asks Redis for the last entry at or before evenly spaced stream ids (the stream id is
+    the time the feed added the tick), so the cost is `points` index lookups in three round trips,
+    whatever the number of ticks. Only ticks of the newest tick's exchange day are kept.
+    """
+    keys = instrument_keys[:HISTORY_MAX_INSTRUMENTS]
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.xrange(tick_stream_key(key), "-", "+", count=1)
+        pipe.xrevrange(tick_stream_key(key), "+", "-", count=1)
+    ends = await pipe.execute()
+
+    # The last tick's exchange day starts at midnight IST; moved onto the stream's clock (the time
+    # the feed added each tick) by the last tick's offset between the two, the first entry from
+    # there is the day's first tick. Sampling then spans that day's ticks only.
+    spans: dict[str, int] = {}
+    pipe = client.pipeline(transaction=False)
+    for i, key in enumerate(keys):
+        first, last = ends[2 * i], ends[2 * i + 1]
+        if not first or not last or b"t" not in last[0][1]:
+            continue
+        try:
+            last_tick = unpack_tick(last[0][1][b"t"])
+        except (ValueError, TypeError, msgpack.UnpackException):
+            continue
+        end = _stream_ms(last[0][0])
+        day = _ist_day(last_tick.ts_ms)
+        midnight_ms = int(datetime(day.year, day.month, day.day, tzinfo=IST).timestamp() * 1000)
+        from_ms = max(_stream_ms(first[0][0]), min(end, midnight_ms + (end - last_tick.ts_ms)))
+        pipe.xrange(tick_stream_key(key), str(from_ms), "+", count=1)
+        spans[key] = end
+    day_firsts = await pipe.execute() if spans else []
+
+    sampled: list[str] = []
+    pipe = client.pipeline(transaction=False)
+    for (key, end), day_first in zip(spans.items(), day_firsts, strict=True):
+        if not day_first:
+            continue
+        start = _stream_ms(day_first[0][0])
+        pipe.xrange(tick_stream_key(key), day_first[0][0], "+", count=1)
+        for j in range(1, points):
+            pipe.xrevrange(tick_stream_key(key), str(start + (end - start) * j // (points - 1)), "-", count=1)
+        sampled.append(key)
+    replies = await pipe.execute() if sampled else []
+
+    history: dict[str, list[list[float]]] = {}
+    for n, key in enumerate(sampled):
+        seen: set[bytes] = set()
+        line: list[tuple[int, float]] = []
+        for reply in replies[n * points : (n + 1) * points]:
+            for entry_id, fields in reply:
+                if entry_id in seen or b"t" not in fields:
+                    continue
+                seen.add(entry_id)
+                try:
+                    tick = unpack_tick(fields[b"t"])
+                except (ValueError, TypeError, msgpack.UnpackException):
+                    continue
+                line.append((tick.ts_ms, tick.ltp))
+        if not line:
+            continue
+        line.sort()
+        day = _ist_day(line[-1][0])
+        history[key] = [[ts, ltp] for ts, ltp in line if _ist_day(ts) == day]
+    return history
+
+
+def _ist_day(ts_ms: int) -> date:
+    return datetime.fromtimestamp(ts_ms / 1000, tz=IST).date()

@@ -75,6 +75,22 @@ class LineChart {
     this.schedule();
   }
 
+  // The session so far (from the server's tick streams), then any points this page already had.
+  seed(series) {
+    const times = series.map((point) => point[0]);
+    const values = series.map((point) => point[1]);
+    const lastSeeded = times.length ? times[times.length - 1] : -Infinity;
+    this.times.forEach((t, i) => {
+      if (t > lastSeeded) {
+        times.push(t);
+        values.push(this.values[i]);
+      }
+    });
+    this.times = times.slice(-MAX_POINTS);
+    this.values = values.slice(-MAX_POINTS);
+    this.schedule();
+  }
+
   schedule() {
     if (this.pending) return;
     this.pending = true;
@@ -92,6 +108,7 @@ class LineChart {
     if (!width || !height) return;
     canvas.width = Math.round(width * ratio);
     canvas.height = Math.round(height * ratio);
+    canvas.dataset.points = String(this.values.length);
     const ctx = canvas.getContext("2d");
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
     ctx.clearRect(0, 0, width, height);
@@ -213,6 +230,7 @@ function cardFor(key, name) {
     const el = cardTemplate.content.firstElementChild.cloneNode(true);
     el.dataset.instrument = key;
     el.querySelector(".instrument__key").textContent = key;
+    el.querySelector('[data-field="name"]').textContent = name || key;
     el.querySelector("canvas").setAttribute("aria-label", `Price chart for ${name || key}`);
     container.append(el);
     card = makeCard(el);
@@ -367,6 +385,12 @@ function applySnapshot(message) {
   tick();
 }
 
+function applyHistory(message) {
+  for (const [key, series] of Object.entries(message.series || {})) {
+    cardFor(key).chart.seed(series);
+  }
+}
+
 // The last tick's age is measured on this page's clock from when the feed's last_tick_ms moved,
 // not as Date.now() - last_tick_ms: exchange time is simulated or replayed time under those
 // sources, and the browser's clock may be off. A page that connects mid-silence starts from the
@@ -415,6 +439,7 @@ function connect() {
       return;
     }
     if (message.type === "market.snapshot") applySnapshot(message);
+    else if (message.type === "market.history") applyHistory(message);
   });
   socket.addEventListener("close", async (event) => {
     state.socketOpen = false;

@@ -10,10 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 from channels_redis.pubsub import RedisPubSubChannelLayer
 from playwright.sync_api import expect
 
-from feeds.groups import MARKET_GROUP
+from feeds.groups import MARKET_GROUP, tick_stream_key
+from feeds.ticks import Tick, pack_tick
 from tests.conftest import ARTIFACTS_DIR, BASE_DIR
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -163,6 +165,26 @@ def test_login_and_see_live_prices(daphne_server, daphne_user, page):
     page.screenshot(path=str(ARTIFACTS_DIR / "dashboard-dark.png"), full_page=True)
     page.set_viewport_size({"width": 390, "height": 844})
     page.screenshot(path=str(ARTIFACTS_DIR / "dashboard-mobile.png"), full_page=True)
+
+
+def test_chart_starts_with_the_session_so_far(daphne_server, daphne_user, page):
+    client = redis.Redis.from_url(daphne_server.redis_url)
+    stream = tick_stream_key(BANK)
+    client.delete(stream)
+    start_ms = int(time.time() * 1000) - 3_600_000
+    try:
+        pipe = client.pipeline(transaction=False)
+        for i in range(3_600):  # the last hour, one tick a second, a slow climb
+            ts = start_ms + i * 1000
+            pipe.xadd(stream, {"t": pack_tick(Tick(BANK, ts, 59_000 + i * 0.05))}, id=f"{ts}-0")
+        pipe.execute()
+        log_in(page, daphne_server, daphne_user)
+        canvas = page.locator(f'[data-instrument="{BANK}"] canvas')
+        expect(canvas).to_have_attribute("data-points", re.compile(r"^([5-9]\d|[1-9]\d\d+)$"))  # >= 50
+    finally:
+        client.delete(stream)
+        client.close()
+    page.screenshot(path=str(ARTIFACTS_DIR / "dashboard-history.png"), full_page=True)
 
 
 def test_feed_alert_and_stale_show_a_banner(daphne_server, daphne_user, page):

@@ -4,6 +4,8 @@ real Redis pub/sub channel layer (under a private prefix)."""
 from __future__ import annotations
 
 import json
+import secrets
+from datetime import datetime
 
 import msgpack
 import pytest
@@ -13,8 +15,10 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 
+from auctionsite import selectors
 from auctionsite.asgi import application
-from feeds.groups import FEED_STATUS_KEY, LAST_SNAPSHOT_KEY, MARKET_GROUP
+from feeds.groups import FEED_STATUS_KEY, LAST_SNAPSHOT_KEY, MARKET_GROUP, tick_stream_key
+from feeds.ticks import IST, Tick, pack_tick
 
 ORIGIN = (b"origin", b"http://testserver")
 
@@ -56,12 +60,15 @@ def session_cookie(client, django_user_model):
 
 @pytest.fixture
 def market_redis(settings, test_redis_url):
-    """The consumer reads the fixed snapshot keys from the test Redis database, cleared around the test."""
+    """The consumer reads the fixed snapshot keys from the test Redis database, cleared around the
+    test, and the tick stream of a watchlist instrument of its own."""
     settings.REDIS_URL = test_redis_url
+    settings.WATCHLIST = [f"NSE_INDEX|Test {secrets.token_hex(4)}"]
     client = redis.Redis.from_url(test_redis_url)
-    client.delete(LAST_SNAPSHOT_KEY, FEED_STATUS_KEY)
+    keys = [LAST_SNAPSHOT_KEY, FEED_STATUS_KEY, tick_stream_key(settings.WATCHLIST[0])]
+    client.delete(*keys)
     yield client
-    client.delete(LAST_SNAPSHOT_KEY, FEED_STATUS_KEY)
+    client.delete(*keys)
     client.close()
 
 
@@ -172,3 +179,68 @@ def test_redis_down_still_connects_without_first_snapshot(private_channel_layer,
         await ws.disconnect()
 
     async_to_sync(scenario)()
+
+
+def add_session_ticks(client, key: str, day_start_ms: int, count: int, *, step_ms: int = 1000) -> list[Tick]:
+    """`count` ticks one `step_ms` apart from 09:15 IST of the day, with stream ids in the same order."""
+    ticks = [Tick(key, day_start_ms + i * step_ms, 22_000 + (i % 50) * 0.05) for i in range(count)]
+    pipe = client.pipeline(transaction=False)
+    for tick in ticks:
+        pipe.xadd(tick_stream_key(key), {"t": pack_tick(tick)}, id=f"{tick.ts_ms}-0")
+    pipe.execute()
+    return ticks
+
+
+OPEN_NOV_24 = int(datetime(2026, 11, 24, 9, 15, tzinfo=IST).timestamp() * 1000)
+OPEN_NOV_25 = int(datetime(2026, 11, 25, 9, 15, tzinfo=IST).timestamp() * 1000)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_connect_sends_the_session_price_line_first(
+    private_channel_layer, session_cookie, market_redis, settings
+):
+    key = settings.WATCHLIST[0]
+    add_session_ticks(market_redis, key, OPEN_NOV_24, 30)  # yesterday: not on today's chart
+    today = add_session_ticks(market_redis, key, OPEN_NOV_25, 3_000)
+    market_redis.set(LAST_SNAPSHOT_KEY, json.dumps(SNAPSHOT))
+
+    async def scenario():
+        ws = communicator(ORIGIN, session_cookie)
+        assert (await ws.connect())[0]
+        history = await ws.receive_json_from(timeout=5)
+        assert history["type"] == "market.history"
+        assert set(history["series"]) == {key}  # the snapshot's Nifty has no stream here
+        line = history["series"][key]
+        assert 100 <= len(line) <= selectors.HISTORY_POINTS
+        assert line[-1] == [today[-1].ts_ms, today[-1].ltp]
+        assert all(a[0] < b[0] for a, b in zip(line, line[1:], strict=False))
+        assert line[0][0] >= OPEN_NOV_25
+        assert (await ws.receive_json_from(timeout=5))["type"] == "market.snapshot"
+        await ws.disconnect()
+
+    async_to_sync(scenario)()
+
+
+def test_price_history_samples_evenly_and_skips_missing_streams(test_redis_url):
+    key = f"NSE_FO|test{secrets.token_hex(4)}"
+    client = redis.Redis.from_url(test_redis_url)
+    try:
+        add_session_ticks(client, key, OPEN_NOV_25, 20_000, step_ms=250)
+
+        async def read():
+            aclient = selectors.market_redis(test_redis_url)
+            try:
+                return await selectors.price_history(aclient, [key, "NSE_FO|absent"], points=101)
+            finally:
+                await aclient.aclose()
+
+        history = async_to_sync(read)()
+    finally:
+        client.delete(tick_stream_key(key))
+        client.close()
+    assert list(history) == [key]
+    times = [t for t, _ in history[key]]
+    assert len(times) == 101
+    gaps = {b - a for a, b in zip(times, times[1:], strict=False)}
+    assert max(gaps) - min(gaps) <= 250  # evenly spaced, to one tick
+    assert times[0] == OPEN_NOV_25 and times[-1] == OPEN_NOV_25 + 19_999 * 250
