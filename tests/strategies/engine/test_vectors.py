@@ -236,3 +236,17 @@ def test_composite_sums_on_the_absolute_grid():
     assert comp.poc == 110.0
     # total 13, 70% → 9.1: POC 6, + pair below (105,100)=5 beats pair above (115,120)=2 → 11.
     assert (comp.val, comp.vah) == (100.0, 110.0)
+
+
+def test_value_area_takes_the_upper_side_on_a_tie():
+    # Crafted so that taking the lower side first would give a different area.
+    assert value_area([1, 2, 2, 6, 2, 2, 4], 3, 70, "two_row") == (3, 6)  # lower-first → (1, 5)
+    assert value_area([1, 3, 5, 3, 4], 2, 70, "one_row") == (2, 4)  # lower-first → (1, 4)
+
+
+def test_value_area_percent_and_method_reach_the_engine():
+    periods = [(105, 110, 100, 108), (108, 115, 105, 110), (112, 130, 112, 128)]
+    everything = run_periods(periods, ProfileParams(va_percent=100))
+    assert (everything.val, everything.vah) == (100.0, 130.0)
+    one_row = run_periods(periods, ProfileParams(va_method="one_row"))
+    assert one_row.val <= one_row.poc <= one_row.vah
