@@ -112,3 +112,33 @@ def test_developing_values_after_every_real_candle_match_batch_on_the_data_so_fa
         for i in range(len(day)):
             engine.on_candle(day.ts_ms[i], day.open[i], day.high[i], day.low[i], day.close[i])
             assert engine.state() == compute_session(day.slice(0, i + 1), params), (day.ts_ms[i], i)
+
+
+def test_futures_trades_volume_profile_maps_onto_spot():
+    """2022-11-18: every Nifty near-month futures trade builds a volume profile (conserved), which
+    lands inside the spot day's range once moved through the basis (future − spot ≈ +47)."""
+    import duckdb
+
+    from strategies.engine import Ticks, shift_to_spot
+    from strategies.engine.params import session_bounds_ms
+
+    path = DATA / "fo_trades_2022-11-18.parquet"
+    if not path.exists():
+        pytest.skip(f"real market data not present at {path}")
+    rows = duckdb.sql(
+        f"SELECT epoch_ms(ts) AS t, price, qty FROM '{path}' "
+        "WHERE underlying = 'NIFTY' AND instrument_type = 'FUT' ORDER BY t"
+    ).fetchall()
+    params = params_for("NSE_FO|NIFTY22NOVFUT")
+    future = compute_session(Ticks([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]), params)
+    open_ms, close_ms = session_bounds_ms(future.session_date, params)
+    assert sum(future.volume_by_row.values()) == sum(q for t, _, q in rows if open_ms <= t < close_ms)
+
+    spot_ticks = _load("nifty50_ticks_1s_2022-08_2022-10.parquet", "NSE_INDEX|Nifty 50")
+    spot = [s for s in compute_sessions(spot_ticks, params) if s.session_date == future.session_date][0]
+    basis = future.last - spot.last
+    assert 20 < basis < 80
+    on_spot = shift_to_spot(future.volume_by_row, basis, params)
+    assert sum(on_spot.values()) == sum(future.volume_by_row.values())
+    vpoc = max(on_spot, key=on_spot.get)
+    assert spot.low - params.row_size <= vpoc <= spot.high
