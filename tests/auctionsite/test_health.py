@@ -98,12 +98,15 @@ def test_redacted_url_hides_password():
     assert health.redacted_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
 
 
+@pytest.mark.django_db
 def test_upstox_token_never_shown(settings):
     settings.UPSTOX_ACCESS_TOKEN = ""
+    settings.UPSTOX_ANALYTICS_TOKEN = ""
     assert health.check_upstox().status == health.NOT_CONFIGURED
     settings.UPSTOX_ACCESS_TOKEN = "eyJ0eXAiOiJKV1Qi.secret-token"
     check = health.check_upstox()
     assert check.status == health.UP
+    assert check.data["source"] == "environment"
     assert "secret-token" not in json.dumps(check.as_json())
 
 
@@ -150,6 +153,7 @@ def test_healthz_all_up_is_200(client, healthz_redis, settings):
 @pytest.mark.django_db
 def test_healthz_without_feed_is_503_with_reason(client, healthz_redis, settings):
     settings.UPSTOX_ACCESS_TOKEN = ""
+    settings.UPSTOX_ANALYTICS_TOKEN = ""
     response = client.get("/healthz")
     assert response.status_code == 503
     body = response.json()
@@ -215,4 +219,5 @@ def test_healthz_database_down_is_503(tmp_path):
     checks = json.loads(body)["checks"]
     assert checks["database"]["status"] == "down"
     assert checks["database"]["detail"].startswith("OperationalError")
+    assert checks["upstox"] == {"status": "unknown", "detail": "database unreachable"}
     assert "dbpass" not in body and "Traceback" not in body
