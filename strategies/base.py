@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 from zoneinfo import ZoneInfo
 
 IST = ZoneInfo("Asia/Kolkata")
@@ -144,9 +144,11 @@ def _coerce(kind: str, raw: Any) -> Any:
     return str(raw).strip()
 
 
-@dataclass(frozen=True, slots=True)
-class Candle:
-    """A 1-minute candle of the underlying, labelled by its START time (ms since the epoch)."""
+class Candle(NamedTuple):
+    """A 1-minute candle of the underlying, labelled by its START time (ms since the epoch).
+
+    Immutable and without a __dict__ like the frozen dataclasses, but a NamedTuple: one is made per
+    candle in the backtest's hot loop, and a tuple is several times cheaper to create."""
 
     ts_ms: int
     open: float
@@ -199,7 +201,8 @@ class Strategy:
     attributes, declare what they need from the auction engine in `needs`, and override the hooks.
 
     `needs`: an empty set means the runner may skip the auction engine entirely (the fast path);
-    {"auction"} means `state` is a full `AuctionState` on every call.
+    {"auction"} means `state` is a full `AuctionState` on every call. `session_done`: set it when
+    nothing more can happen today, and the caller stops feeding the strategy until the next session.
     """
 
     slug: ClassVar[str] = ""
@@ -207,6 +210,9 @@ class Strategy:
     description: ClassVar[str] = ""
     needs: ClassVar[frozenset[str]] = frozenset({"auction"})
     params_spec: ClassVar[dict[str, Param]] = {}
+    # True when the strategy wants no more candles or ticks this session (no position, no entry
+    # possible): the runner and the live worker may stop calling it until the next session.
+    session_done: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -257,6 +263,7 @@ class Strategy:
     # drive it, and on_session_end after the last candle; each returns the signals it emits.
     def on_session_start(self, session_date: date, state: Any = None) -> list[Signal]:
         self.session_date = session_date
+        self.session_done = False
         return []
 
     def on_candle(self, candle: Candle, state: Any = None) -> list[Signal]:

@@ -6,6 +6,7 @@ labels the candle's START. Never reads Django settings or the database.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -35,18 +36,15 @@ class CandleSeries:
         return len(self.ts_ms)
 
     def session_bounds(self) -> list[tuple[date, int, int]]:
-        """(IST date, first index, end index) of each session, in order."""
+        """(IST date, first index, end index) of each session, in order (ts_ms is sorted)."""
         out: list[tuple[date, int, int]] = []
-        ts = self.ts_ms
-        start, current = 0, None
-        for i, t in enumerate(ts):
-            day = (t // 60_000 + 330) // 1440  # IST day number (fixed +05:30)
-            if day != current:
-                if current is not None:
-                    out.append((_day_from_number(current), start, i))
-                current, start = day, i
-        if current is not None:
-            out.append((_day_from_number(current), start, len(ts)))
+        ts, n, i = self.ts_ms, len(self.ts_ms), 0
+        while i < n:
+            day = (ts[i] // 60_000 + 330) // 1440  # IST day number (fixed +05:30)
+            next_day_ms = ((day + 1) * 1440 - 330) * 60_000
+            j = bisect_left(ts, next_day_ms, i, n)
+            out.append((_day_from_number(day), i, j))
+            i = j
         return out
 
 
@@ -115,21 +113,29 @@ def series_from_table(
         else:
             table = table.filter(pc.equal(table["instrument_key"], instrument_key))
     instrument_key = instrument_key or ""
-    ts = ms_column(table["ts"])
-    order = sorted(range(len(ts)), key=ts.__getitem__)
-    lo_ms = _ist_ms(start) if start else None
-    hi_ms = _ist_ms(end + timedelta(days=1)) if end else None
-    keep = [i for i in order if (lo_ms is None or ts[i] >= lo_ms) and (hi_ms is None or ts[i] < hi_ms)]
-    cols = {name: table[name].to_pylist() for name in ("open", "high", "low", "close")}
-    volume = table["volume"].to_pylist() if "volume" in table.column_names else [0] * len(ts)
+    # Columnar work in Arrow (sort, range filter, casts); Python lists only at the end.
+    table = table.append_column("_ts_ms", pa.array(ms_column(table["ts"]), pa.int64()))
+    if start is not None:
+        table = table.filter(pc.greater_equal(table["_ts_ms"], _ist_ms(start)))
+    if end is not None:
+        table = table.filter(pc.less(table["_ts_ms"], _ist_ms(end + timedelta(days=1))))
+    table = table.sort_by("_ts_ms")
+
+    def floats(name: str) -> list[float]:
+        return pc.cast(table[name], pa.float64()).to_pylist()
+
+    if "volume" in table.column_names:
+        volume = pc.fill_null(pc.cast(table["volume"], pa.int64()), 0).to_pylist()
+    else:
+        volume = [0] * table.num_rows
     return CandleSeries(
         instrument_key,
-        [ts[i] for i in keep],
-        [float(cols["open"][i]) for i in keep],
-        [float(cols["high"][i]) for i in keep],
-        [float(cols["low"][i]) for i in keep],
-        [float(cols["close"][i]) for i in keep],
-        [int(volume[i] or 0) for i in keep],
+        table["_ts_ms"].to_pylist(),
+        floats("open"),
+        floats("high"),
+        floats("low"),
+        floats("close"),
+        volume,
     )
 
 

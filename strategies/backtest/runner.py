@@ -285,10 +285,14 @@ def run_backtest(
                 out = on_candle(Candle(ts[i], op[i], hi[i], lo[i], cl[i], vol[i]), None)
                 if out:
                     handle(out, day)
+                if strategy.session_done:
+                    break  # nothing more can happen today: skip the rest of the session
         else:
             feed = engine.on_candle
             for i in range(a, b):
                 feed(ts[i], op[i], hi[i], lo[i], cl[i], vol[i])
+                if strategy.session_done:
+                    continue  # the engine still sees the whole day (tomorrow's prior)
                 state = engine.state()
                 out = on_candle(Candle(ts[i], op[i], hi[i], lo[i], cl[i], vol[i]), state)
                 if out:

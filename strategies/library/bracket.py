@@ -71,17 +71,22 @@ class Bracket:
 
     def check(self, candle: Candle) -> tuple[Decimal, str] | None:
         """(exit price in ticks, "stop"|"target") when this candle closes the position, else None."""
-        o, h, lo = to_ticks(candle.open), to_ticks(candle.high), to_ticks(candle.low)
+        # Only the fields a decision needs are put on the tick grid (this runs for every candle
+        # a position is open).
         stop, target = self._stop_cmp, self._target_cmp
         if self.side == LONG:
-            if lo <= stop:
+            if round(candle.low * TICKS_PER_POINT) <= stop:
+                o = round(candle.open * TICKS_PER_POINT)
                 return (Decimal(o) if o <= stop else self.stop), "stop"
-            if target is not None and h >= target:
+            if target is not None and round(candle.high * TICKS_PER_POINT) >= target:
+                o = round(candle.open * TICKS_PER_POINT)
                 return (Decimal(o) if o >= target else self.target), "target"
         else:
-            if h >= stop:
+            if round(candle.high * TICKS_PER_POINT) >= stop:
+                o = round(candle.open * TICKS_PER_POINT)
                 return (Decimal(o) if o >= stop else self.stop), "stop"
-            if target is not None and lo <= target:
+            if target is not None and round(candle.low * TICKS_PER_POINT) <= target:
+                o = round(candle.open * TICKS_PER_POINT)
                 return (Decimal(o) if o <= target else self.target), "target"
         return None
 
@@ -133,7 +138,10 @@ class BracketStrategy(Strategy):
                 return [self._exit(candle.ts_ms, *hit)]
             self.manage(candle, state, minute)
             return []
-        if minute >= self._exit_minute or self.trades_today >= self.max_trades or state is None:
+        if minute >= self._exit_minute or self.trades_today >= self.max_trades:
+            self.session_done = True
+            return []
+        if state is None:
             return []
         entry = self.find_entry(candle, state, minute)
         if entry is None:
@@ -162,6 +170,8 @@ class BracketStrategy(Strategy):
     def _exit(self, ts_ms: int, price_ticks: Decimal, why: str) -> Signal:
         position, self.position = self.position, None
         assert position is not None
+        if self.trades_today >= self.max_trades:
+            self.session_done = True
         return self.signal(
             ts_ms, position.side, EXIT, float(ticks_to_price(price_ticks)), reason=why, facts={"exit": why}
         )

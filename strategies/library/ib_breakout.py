@@ -60,14 +60,19 @@ class IBBreakout(Strategy):
         self._reset()
 
     def _reset(self) -> None:
+        # IB extremes as prices while the IB builds (rounding to ticks is monotone, so the tick of
+        # the highest price is the highest tick); in ticks from the first post-IB candle on.
+        self._ib_hi_px = float("-inf")
+        self._ib_lo_px = float("inf")
         self._ibh: int | None = None
         self._ibl: int | None = None
         self._bucket: int | None = None  # index of the open 5-minute candle
-        self._bucket_close: int = 0
+        self._bucket_close_px: float = 0.0
         self._bucket_end_ts: int = 0
         self._traded = False
         self._position: Bracket | None = None
-        self._done = False  # square-off passed or the day is skipped
+        self._done = False  # square-off passed, the day is skipped, or today's trade is over
+        self.session_done = False
 
     def on_session_start(self, session_date: date, state=None) -> list[Signal]:
         super().on_session_start(session_date, state)
@@ -79,12 +84,15 @@ class IBBreakout(Strategy):
         signals: list[Signal] = []
         if minute < IB_END_MINUTE:
             if minute >= SESSION_OPEN_MINUTE:
-                h, lo = to_ticks(candle.high), to_ticks(candle.low)
-                self._ibh = h if self._ibh is None or h > self._ibh else self._ibh
-                self._ibl = lo if self._ibl is None or lo < self._ibl else self._ibl
+                if candle.high > self._ib_hi_px:
+                    self._ib_hi_px = candle.high
+                if candle.low < self._ib_lo_px:
+                    self._ib_lo_px = candle.low
             return signals
         if self._done:
             return signals
+        if self._ibh is None and self._ib_hi_px >= self._ib_lo_px:
+            self._ibh, self._ibl = to_ticks(self._ib_hi_px), to_ticks(self._ib_lo_px)
         bucket = (minute - SESSION_OPEN_MINUTE) // 5
         if self._bucket is not None and bucket != self._bucket:
             # The previous 5-minute candle's last minute was missing: it closes now.
@@ -94,12 +102,12 @@ class IBBreakout(Strategy):
             if exit_signal is not None:
                 signals.append(exit_signal)
         elif minute >= self._exit_minute:
-            self._done = True
+            self._done = self.session_done = True
         if self._done:
             self._bucket = None
             return signals
         self._bucket = bucket
-        self._bucket_close = to_ticks(candle.close)
+        self._bucket_close_px = candle.close
         self._bucket_end_ts = candle.ts_ms + (5 - (minute - SESSION_OPEN_MINUTE) % 5) * 60_000
         if (minute - SESSION_OPEN_MINUTE) % 5 == 4:
             signals.extend(self._on_five_minute_close())
@@ -115,9 +123,9 @@ class IBBreakout(Strategy):
         ibh, ibl = self._ibh, self._ibl
         ibr = ibh - ibl
         if ibr == 0:
-            self._done = True
+            self._done = self.session_done = True
             return []
-        close = self._bucket_close
+        close = to_ticks(self._bucket_close_px)
         if close >= ibh + self._row_ticks:
             side, target = LONG, ibh + self._k * ibr
         elif close <= ibl - self._row_ticks:
@@ -162,7 +170,7 @@ class IBBreakout(Strategy):
                 return None
             price, why = hit
         self._position = None
-        self._done = True  # at most one trade a day
+        self._done = self.session_done = True  # at most one trade a day
         return self.signal(
             candle.ts_ms,
             position.side,
