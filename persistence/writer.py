@@ -43,6 +43,8 @@ touches Redis, Channels or the Django database.
 
 from __future__ import annotations
 
+import array
+import itertools
 import json
 import logging
 import os
@@ -64,6 +66,7 @@ from persistence.store import (
     CANDLES_1M,
     DAY_MS,
     DEPTH,
+    DEPTH_LEVEL,
     DEPTH_SCHEMA,
     EPOCH,
     IST_OFFSET_MS,
@@ -90,6 +93,20 @@ TICK_COLUMNS = ("instrument_key", "ts_ms", "ltp", "ltq", "volume", "oi", "bid", 
 
 def _day_name(daynum: int) -> str:
     return date.fromordinal(EPOCH.toordinal() + daynum).isoformat()
+
+
+def _column(values: list, type_: pa.DataType) -> pa.Array:
+    """A list of Python numbers as an Arrow array. Going through array.array is ~20x faster than
+    pa.array(values, type=int64) for ints; anything unusual (None, a float among ints) takes the
+    general path."""
+    code = "q" if type_ == pa.int64() else "d" if type_ == pa.float64() else None
+    if code is not None:
+        try:
+            buffer = array.array(code, values)
+        except (TypeError, OverflowError):
+            return pa.array(values, type=type_)
+        return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(buffer)])
+    return pa.array(values, type=type_)
 
 
 def _merge_files(con: duckdb.DuckDBPyConnection, root: Path, table: str, rel: str, paths: list[str]) -> int:
@@ -262,8 +279,8 @@ class HistoryWriter:
             return 0
         seq0 = self._manifest.next_seq
         self._manifest.next_seq += len(tss)
-        arrays = [pa.array(cols[f.name], type=f.type) for f in TICK_SCHEMA if f.name != "seq"]
-        arrays.append(pa.array(range(seq0, seq0 + len(tss)), type=pa.int64()))
+        arrays = [_column(cols[f.name], f.type) for f in TICK_SCHEMA if f.name != "seq"]
+        arrays.append(pa.arange(seq0, seq0 + len(tss)).cast(pa.int64()))
         batch = pa.Table.from_arrays(arrays, schema=TICK_SCHEMA)
         depth_batch = self._depth_table(cols, depth, seq0) if depth is not None else None
         for daynum, rows in accepted.items():
@@ -279,13 +296,24 @@ class HistoryWriter:
 
     @staticmethod
     def _depth_table(cols: dict[str, list], depth: list, seq0: int) -> pa.Table:
-        levels = [[{"bid": b, "bid_qty": bq, "ask": a, "ask_qty": aq} for (b, bq, a, aq) in d] for d in depth]
+        # Flat columns and offsets: building per-level dicts would halve the writer's throughput.
+        flat = [x for d in depth for level in d for x in level]
+        offsets = pa.array([0, *itertools.accumulate(len(d) for d in depth)], pa.int32())
+        levels = pa.StructArray.from_arrays(
+            [
+                _column(flat[0::4], pa.float64()),
+                _column(flat[1::4], pa.int64()),
+                _column(flat[2::4], pa.float64()),
+                _column(flat[3::4], pa.int64()),
+            ],
+            fields=list(DEPTH_LEVEL),
+        )
         return pa.Table.from_arrays(
             [
                 pa.array(cols["instrument_key"], pa.string()),
-                pa.array(cols["ts_ms"], pa.int64()),
-                pa.array(levels, DEPTH_SCHEMA.field("levels").type),
-                pa.array(range(seq0, seq0 + len(depth)), pa.int64()),
+                _column(cols["ts_ms"], pa.int64()),
+                pa.ListArray.from_arrays(offsets, levels, type=DEPTH_SCHEMA.field("levels").type),
+                pa.arange(seq0, seq0 + len(depth)).cast(pa.int64()),
             ],
             schema=DEPTH_SCHEMA,
         )
