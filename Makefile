@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install install-dev browser lint bench clean
+.PHONY: run test install install-dev browser static lint bench clean
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,16 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev
 
-run: install
+# Front-end libraries from the npm registry, pinned by package-lock.json, vendored for Django's static files.
+VENDOR_JS := static/vendor/lightweight-charts.standalone.production.js
+$(VENDOR_JS): package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
+	mkdir -p static/vendor
+	cp node_modules/lightweight-charts/dist/lightweight-charts.standalone.production.js $@
+
+static: $(VENDOR_JS)
+
+run: install static
 	$(PY) manage.py up
 
 # Debian's Chromium for the browser tests (test tools cannot download browsers here).
@@ -32,7 +41,7 @@ lint: install-dev
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 
-test: install-dev browser lint
+test: install-dev browser static lint
 	$(PY) manage.py check
 	$(PY) manage.py makemigrations --check --dry-run
 	$(VENV)/bin/pytest
