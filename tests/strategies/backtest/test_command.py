@@ -101,3 +101,15 @@ def test_missing_file_and_history_store_without_data(tmp_path, settings):
     settings.HISTORY_DIR = str(tmp_path / "history")
     with pytest.raises(CommandError, match="no candles for NSE_INDEX|Nifty 50"):
         run("ib_breakout", "--from", "2024-03-12", "--to", "2024-03-13")
+
+
+def test_history_store_gives_the_same_result_as_the_file(candle_file, tmp_path, settings):
+    from persistence.importing import import_history
+
+    root = tmp_path / "history"
+    import_history([candle_file], root=root)
+    settings.HISTORY_DIR = str(root)
+    args = ["ib_breakout", "--from", "2024-03-12", "--to", "2024-03-13", "--json"]
+    from_store = json.loads(run(*args, "--instrument", "NSE_INDEX|Nifty 50"))
+    from_file = json.loads(run(*args, "--input", str(candle_file)))
+    assert from_store["trades"] == from_file["trades"] and from_store["metrics"]["trades"] == 2
