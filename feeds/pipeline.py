@@ -47,6 +47,8 @@ HIGH_WATER = 200_000
 STALE_AFTER_S = 10.0
 # Commands per Redis round trip: big enough to amortise it, small enough to keep the loop responsive.
 XADD_CHUNK = 5_000
+# Ticks kept for the streams while Redis is unreachable (the store still gets every tick).
+STREAM_BACKLOG_MAX = 1_000_000
 # KEYS[i] is tick i's stream, ARGV[1] the approximate MAXLEN, ARGV[i + 1] tick i (msgpack).
 XADD_LUA = """
 local ids = {}
@@ -194,6 +196,8 @@ class FeedPipeline:
         self._changed: set[str] = set()
         self._stream_keys: dict[str, str] = {}
         self._xadd_script = None
+        self._stream_backlog: list[Tick] = []
+        self._logged_failure: dict[str, float] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history-writer")
         self._flush_lock = asyncio.Lock()
         self._stopping = asyncio.Event()
@@ -260,8 +264,17 @@ class FeedPipeline:
             self._source_task.cancel()
 
     async def close(self) -> None:
-        while self._pending:
-            await self.flush()
+        for _ in range(3):
+            if not self._pending and not self._stream_backlog:
+                break
+            try:
+                while self._pending:
+                    await self.flush()
+                if self._stream_backlog:
+                    await self.flush()  # one more try for ticks a Redis error held back
+            except Exception:
+                log.exception("final flush failed")
+                await asyncio.sleep(0.5)
         self.status["connected"] = False
         await self.publish_snapshot(full=True)
         await self.write_status()
@@ -284,12 +297,20 @@ class FeedPipeline:
             else:
                 next_at = time.monotonic()  # fell behind: do not try to catch up in a burst
                 await asyncio.sleep(0)
+            failing = f"{getattr(step, '__name__', 'step')} failing"
             try:
                 await step()
             except Exception:
-                # A Redis blip must not kill the feed: log, raise the alert, retry next period.
-                log.exception("feed pipeline step %s failed", getattr(step, "__name__", step))
-                self.status["alert"] = f"{getattr(step, '__name__', 'step')} failing"
+                # A Redis blip must not kill the feed: raise the alert, retry next period, and log
+                # (at most every 30 s per step, not every 100 ms).
+                now = time.monotonic()
+                if now - self._logged_failure.get(failing, -1e9) > 30:
+                    self._logged_failure[failing] = now
+                    log.exception("feed pipeline: %s", failing)
+                self.status["alert"] = failing
+            else:
+                if self.status.get("alert") == failing:
+                    self.status["alert"] = ""
 
     # --- flush: streams + history store --------------------------------------------------------
     def _stream_key(self, instrument_key: str) -> str:
@@ -305,26 +326,39 @@ class FeedPipeline:
             else:
                 batch = self._pending[: self.high_water]
                 del self._pending[: self.high_water]
-            if not batch:
+            if not batch and not self._stream_backlog:
                 if self.writer is not None:
                     # Lets the writer seal finished candles on a quiet feed.
                     await asyncio.get_running_loop().run_in_executor(self._executor, self.writer.flush)
                 return
             started = time.perf_counter()
+            last_ms = batch[-1].ts_ms if batch else self._stream_backlog[-1].ts_ms
             loop = asyncio.get_running_loop()
             store = (
                 loop.run_in_executor(self._executor, self._write_history, batch)
                 if self.writer is not None
                 else None
             )
-            ranges = await self._xadd(batch) if self.redis is not None else {}
-            rows = await store if store is not None else 0
+            ranges: dict[str, tuple[str, str]] = {}
+            stream_error = None
+            if self.redis is not None:
+                # Ticks a failed XADD left behind go first, so each stream stays in order.
+                to_stream = self._stream_backlog + batch if self._stream_backlog else batch
+                try:
+                    ranges = await self._xadd(to_stream)
+                    self._stream_backlog = []
+                    if self.status.get("alert") == "flush failing":
+                        self.status["alert"] = ""
+                except Exception as exc:  # Redis away: keep the ticks, retry with the next flush
+                    stream_error = exc
+                    self._stream_backlog = to_stream[-STREAM_BACKLOG_MAX:]
+            rows = await store if store is not None else 0  # a store error propagates (and is logged)
             self.stats.flush_ms.append((time.perf_counter() - started) * 1000.0)
             self.stats.flushes += 1
             self.stats.rows_written += rows
-            report = FlushReport(
-                ranges=ranges, ticks=len(batch), rows_written=rows, last_tick_ms=batch[-1].ts_ms
-            )
+            if stream_error is not None:
+                raise stream_error
+            report = FlushReport(ranges=ranges, ticks=len(batch), rows_written=rows, last_tick_ms=last_ms)
             for hook in list(self.on_flush):
                 result = hook(report)
                 if inspect.isawaitable(result):
@@ -340,7 +374,7 @@ class FeedPipeline:
 
         One Lua call per chunk does the XADDs server-side: redis-py spends ~50 us packing and
         parsing each pipelined command (about 19k XADD/s here), the script ~3x less per tick."""
-        if self._xadd_script is None:
+        if self._xadd_script is None or self._xadd_script.registered_client is not self.redis:
             self._xadd_script = self.redis.register_script(XADD_LUA)
         ranges: dict[str, tuple[str, str]] = {}
         for start in range(0, len(batch), XADD_CHUNK):

@@ -157,3 +157,48 @@ def test_pipeline_keeps_going_without_redis_or_layer(tmp_path):
     pipeline = asyncio.run(main())
     assert pipeline.stats.rows_written == 300
     assert read_ticks("NSE_INDEX|Nifty 50", DAY, DAY, root=tmp_path).num_rows == 300
+
+
+def test_streams_catch_up_after_redis_comes_back(prefix, tmp_path):
+    """XADD fails while Redis is unreachable: the store still gets every tick, the alert is raised,
+    and the held-back ticks reach the streams, in order, once Redis answers again."""
+    key = "NSE_INDEX|Nifty 50"
+    source = sim.SimSource(DAY, speed=60, instruments=[key], start=dtime(12, 0), end=dtime(12, 3))
+
+    async def main():
+        dead = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+        live = aioredis.from_url(settings.REDIS_URL)
+        pipeline = FeedPipeline(
+            source_name="sim",
+            writer=HistoryWriter(tmp_path, flush_interval=None),
+            redis=dead,
+            flush_ms=100,
+            key_prefix=prefix,
+        )
+        alerts = []
+
+        async def heal():
+            while pipeline.stats.flushes < 5:
+                await asyncio.sleep(0.05)
+            alerts.append(pipeline.feed_status()["alert"])
+            pipeline.redis = live
+
+        healer = asyncio.create_task(heal())
+        await pipeline.run(source)
+        await healer
+        await dead.aclose()
+        await live.aclose()
+        return pipeline, alerts
+
+    pipeline, alerts = asyncio.run(main())
+    assert alerts == ["flush failing"]
+    assert pipeline.feed_status()["alert"] == ""
+    assert pipeline.stats.rows_written == 180
+    r = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        entries = r.xrange(prefix + tick_stream_key(key))
+    finally:
+        r.close()
+    ticks = [unpack_tick(fields[b"t"]) for _, fields in entries]
+    assert [t.ts_ms for t in ticks] == read_ticks(key, DAY, DAY, root=tmp_path)["ts_ms"].to_pylist()
+    assert len(ticks) == 180

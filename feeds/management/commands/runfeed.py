@@ -138,9 +138,29 @@ class Command(BaseCommand):
             source = UpstoxSource.from_settings(instruments=instruments)
         except (ValueError, LookupError) as exc:
             raise CommandError(str(exc)) from None
-        keys, names = self._reference_keys(day or datetime.now(contracts.IST).date())
-        keys = getattr(source, "snapshot_keys", lambda: keys)() if hasattr(source, "snapshot_keys") else keys
+        keys, names = self._upstox_reference_keys(day or datetime.now(contracts.IST).date())
         return source, keys, names
+
+    @staticmethod
+    def _upstox_reference_keys(day: date) -> tuple[list[str], dict[str, str]]:
+        """Watchlist indices and their near-month futures from the loaded Upstox master (database)."""
+        from feeds.upstox import instruments as master
+        from feeds.models import Instrument
+
+        keys = list(settings.WATCHLIST)
+        try:
+            keys += [f for f in (master.near_month_future(k, day) for k in settings.WATCHLIST) if f]
+            names = dict(
+                Instrument.objects.filter(instrument_key__in=keys).values_list(
+                    "instrument_key", "trading_symbol"
+                )
+            )
+        except Exception as exc:  # no master loaded yet: show the indices only
+            log.warning("runfeed: no instrument master for the futures snapshot (%s)", exc)
+            names = {}
+        for key in settings.WATCHLIST:
+            names[key] = key.split("|", 1)[-1]
+        return keys, names
 
     @staticmethod
     def _reference_keys(day: date) -> tuple[list[str], dict[str, str]]:
