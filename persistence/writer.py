@@ -23,7 +23,8 @@ How the store stays consistent with one writer and any number of readers in othe
   deliver each instrument's ticks in exchange-time order, so only out-of-order stragglers older than
   an already written tick would be lost; that is the price of keeping no per-tick index.
 * Candles. 1-minute candles are built from accepted ticks (OHLC from ltp, volume from the change in
-  cumulative volume, or the sum of ltq when the source has no cumulative volume, oi last) and
+  cumulative volume, or the sum of ltq when the source has no cumulative volume, NULL for an index;
+  oi last) and
   written when the minute is complete: a later minute arrived for the instrument, or the newest tick
   seen on any instrument is 2 s past the minute's end, or at close. Candles and profile summaries
   are versioned rows: the row with the highest `seq` for a key wins, so a late tick that amends a
@@ -34,8 +35,10 @@ How the store stays consistent with one writer and any number of readers in othe
   file, so a live day is at most ~40 files; at close every day touched is merged into a single
   file. Merges run on a background thread (flush never waits for one) and only write a new file;
   the writer's own thread then swaps it for its inputs with one manifest replace, so a reader sees
-  either the inputs or the merged file, never both. Inputs are deleted `grace_s` later; a reader whose file vanished anyway re-reads the
-  manifest and retries (persistence.readers).
+  either the inputs or the merged file, never both. Inputs are deleted `grace_s` later; a reader
+  whose file vanished anyway re-reads the manifest and retries (persistence.readers).
+* Close (the pipeline calls it on SIGTERM) publishes everything first and only then merges each day
+  touched into one file, which can take a few seconds on a big day: killing it then loses nothing.
 
 Not thread-safe: call it from one thread (the feed's loop, or a worker thread it owns). It never
 touches Redis, Channels or the Django database.
@@ -118,7 +121,7 @@ def _merge_files(con: duckdb.DuckDBPyConnection, root: Path, table: str, rel: st
         dedupe = f"QUALIFY row_number() OVER (PARTITION BY {VERSIONED_KEYS[table]} ORDER BY seq DESC) = 1"
     con.execute(
         f"COPY (SELECT * FROM read_parquet(?) {dedupe} ORDER BY {SORT_KEYS[table]}) "
-        f"TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)",
+        "TO '{}' (FORMAT parquet, COMPRESSION zstd)".format(str(tmp).replace("'", "''")),
         [[str(root / p) for p in paths]],
     )
     rows = pq.read_metadata(tmp).num_rows
@@ -157,10 +160,12 @@ class _Series:
         self.oi = 0.0
         self.dirty = False  # candle changed since last written
 
-    def candle_volume(self) -> int:
+    def candle_volume(self) -> int | None:
         if self.last_volume > 0:
             return max(self.last_volume - (self.base_volume or 0), 0)
-        return self.sum_ltq
+        # No cumulative volume: count last-trade quantities; an index has neither (NULL, as in
+        # imported index candles).
+        return self.sum_ltq or None
 
 
 class HistoryWriter:
@@ -207,6 +212,7 @@ class HistoryWriter:
     # --- ticks ---------------------------------------------------------------------------------
     def write_ticks(self, ticks: list[Tick]) -> int:
         """Buffer a batch of ticks; returns how many were new (not duplicates or late)."""
+        self._check_open()
         if not ticks:
             self._maybe_flush()
             return 0
@@ -219,6 +225,7 @@ class HistoryWriter:
 
     def write_tick_columns(self, columns: Mapping[str, list]) -> int:
         """Like write_ticks for column lists (TICK_COLUMNS, close_prev optional); used by imports."""
+        self._check_open()
         cols = {name: list(columns[name]) for name in TICK_COLUMNS}
         n = len(cols["ts_ms"])
         cols["close_prev"] = list(columns.get("close_prev") or [0.0] * n)
@@ -411,7 +418,7 @@ class HistoryWriter:
                 column("close", pa.float64(), None),
                 column("volume", pa.int64(), None),
                 column("oi", pa.float64(), 0.0),
-                pa.array(range(seq0, seq0 + n), type=pa.int64()),
+                pa.arange(seq0, seq0 + n).cast(pa.int64()),
             ],
             schema=CANDLE_SCHEMA,
         )
@@ -662,7 +669,7 @@ class HistoryWriter:
         # as it is unless a new tick amends it; one a killed writer never wrote is written later.
         stored = set()
         candle_paths = [str(self.root / p) for p in self._manifest.paths(CANDLES_1M, the_day, the_day)]
-        if candle_paths:
+        if candle_paths and rebuilt:
             stored = set(
                 self._duck.execute(
                     "SELECT DISTINCT instrument_key, ts_ms FROM read_parquet(?) WHERE ts_ms >= ?",

@@ -71,9 +71,9 @@ def test_candles_are_built_from_ticks_as_minutes_complete(tmp_path):
     candles = readers.read_candles_1m(KEY, DAY, DAY, root=tmp_path).to_pylist()
     assert [(c["open"], c["close"], c["volume"], c["oi"]) for c in candles][1] == (101.5, 101.5, 60, 10.0)
     w.close()
-    # The index has no volume: its candle counts ltq (0). Sealed at close.
+    # An index has no volume (NULL, like imported index candles). Sealed at close.
     index = readers.read_candles_1m("NSE_INDEX|Nifty 50", DAY, DAY, root=tmp_path).to_pylist()
-    assert [(c["open"], c["volume"]) for c in index] == [(22000.0, 0)]
+    assert [(c["open"], c["volume"]) for c in index] == [(22000.0, None)]
 
 
 def test_a_late_tick_amends_a_published_candle_without_duplicating_it(tmp_path):
