@@ -48,6 +48,37 @@ class CandleSeries:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class TickSeries:
+    """Columns of one instrument's ticks (trades or snapshots), sorted by time."""
+
+    instrument_key: str
+    ts_ms: list[int]
+    price: list[float]
+    qty: list[int]
+
+    def __len__(self) -> int:
+        return len(self.ts_ms)
+
+
+def ticks_from_table(table: pa.Table, instrument_key: str | None = None) -> TickSeries:
+    """Ticks from a table with `ts` and `ltp` (or `price`) and optionally `ltq`/`qty` columns."""
+    if instrument_key is not None and "instrument_key" in table.column_names:
+        table = table.filter(pc.equal(table["instrument_key"], instrument_key))
+    price_col = "ltp" if "ltp" in table.column_names else "price"
+    qty_col = next((c for c in ("ltq", "qty") if c in table.column_names), None)
+    table = table.append_column("_ts_ms", pa.array(ms_column(table["ts"]), pa.int64())).sort_by("_ts_ms")
+    qty = (
+        pc.fill_null(pc.cast(table[qty_col], pa.int64()), 0).to_pylist() if qty_col else [0] * table.num_rows
+    )
+    return TickSeries(
+        instrument_key or "",
+        table["_ts_ms"].to_pylist(),
+        pc.cast(table[price_col], pa.float64()).to_pylist(),
+        qty,
+    )
+
+
 def _day_from_number(n: int) -> date:
     return date(1970, 1, 1) + timedelta(days=n)
 

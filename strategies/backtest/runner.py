@@ -16,6 +16,7 @@ No Django, Celery or Redis here.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -23,7 +24,7 @@ from decimal import Decimal
 from typing import Any
 
 from feeds.ticks import IST
-from strategies.backtest.data import CandleSeries
+from strategies.backtest.data import CandleSeries, TickSeries
 from strategies.backtest.metrics import TradeResult, compute_metrics
 from strategies.base import ENTRY, EXIT, LONG, Candle, Signal, Strategy
 from strategies.execution.charges import BUY, SELL, Charges, to_paisa
@@ -218,8 +219,13 @@ def run_backtest(
     fill: str = UNDERLYING,
     options: OptionFillConfig | None = None,
     engine_factory: Callable[[str], Any] | None = None,
+    ticks: TickSeries | None = None,
 ) -> BacktestResult:
-    """Run `strategy_cls` with `params` over `series`; ValueError on bad params or fill model."""
+    """Run `strategy_cls` with `params` over `series`; ValueError on bad params or fill model.
+
+    With `ticks`, each candle's ticks (ts in [candle start, candle end)) reach the engine (which
+    then builds the profile from ticks, not candles) and `strategy.on_tick` before the candle closes
+    and `strategy.on_candle` is called: the order in which the live worker sees them."""
     if fill not in FILL_MODELS:
         raise ValueError(f"fill must be one of {', '.join(FILL_MODELS)}")
     key = series.instrument_key
@@ -280,7 +286,14 @@ def run_backtest(
             state = engine.state()
         handle(strategy.on_session_start(day, state), day)
         on_candle = strategy.on_candle
-        if engine is None:
+        if ticks is not None:
+            state = _run_session_with_ticks(
+                strategy, engine, ticks, series, a, b, state, lambda out, day=day: handle(out, day)
+            )
+            if engine is not None:
+                engine.close_session()
+                state = engine.state()
+        elif engine is None:
             for i in range(a, b):
                 out = on_candle(Candle(ts[i], op[i], hi[i], lo[i], cl[i], vol[i]), None)
                 if out:
@@ -299,6 +312,7 @@ def run_backtest(
                     handle(out, day)
             engine.close_session()
             state = engine.state()
+        if engine is not None and state is not None:
             if state.ibr is not None:
                 recent_ibr.append(state.ibr)
             if state.high is not None and state.low is not None:
@@ -326,6 +340,39 @@ def run_backtest(
         signals,
         compute_metrics(results, sessions),
     )
+
+
+def _run_session_with_ticks(
+    strategy, engine, ticks: TickSeries, series: CandleSeries, a: int, b: int, state, handle
+):
+    from feeds.ticks import Tick
+
+    key = series.instrument_key
+    ts, op, hi, lo, cl, vol = series.ts_ms, series.open, series.high, series.low, series.close, series.volume
+    t_ts, t_px, t_qty = ticks.ts_ms, ticks.price, ticks.qty
+    n = len(t_ts)
+    j = bisect_left(t_ts, ts[a]) if b > a else n
+    for i in range(a, b):
+        end = ts[i] + 60_000
+        first = j
+        while j < n and t_ts[j] < end:
+            if engine is not None:
+                engine.on_tick(t_ts[j], t_px[j], t_qty[j])
+                state = engine.state()
+            if not strategy.session_done:
+                out = strategy.on_tick(Tick(key, t_ts[j], t_px[j], t_qty[j]), state)
+                if out:
+                    handle(out)
+            j += 1
+        if engine is not None and j == first:
+            # no tick inside this candle: the candle itself keeps the engine's clock and range
+            engine.on_candle(ts[i], op[i], hi[i], lo[i], cl[i], vol[i])
+            state = engine.state()
+        if not strategy.session_done:
+            out = strategy.on_candle(Candle(ts[i], op[i], hi[i], lo[i], cl[i], vol[i]), state)
+            if out:
+                handle(out)
+    return state
 
 
 def _next_engine(engine, key, factory, recent_ibr, recent_range):

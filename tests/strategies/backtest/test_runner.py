@@ -12,7 +12,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from strategies.backtest.data import read_candles, series_from_table
+from strategies.backtest.data import read_candles, series_from_table, ticks_from_table
 from strategies.backtest.runner import MODELLED, OptionFillConfig, run_backtest
 from strategies.base import ENTRY, Param, Strategy
 from strategies.execution.charges import round_trip_charges, to_paisa
@@ -183,3 +183,67 @@ def test_reading_parquet_and_csv_with_date_range_and_instrument(tmp_path):
     pacsv.write_csv(csv_table, tmp_path / "c.csv")
     s = read_candles(tmp_path / "c.csv")
     assert len(s) == 40 and s.ts_ms[0] == candles[0].ts_ms and s.volume[0] == 0
+
+
+class TickCross(Strategy):
+    """Enters long on the first tick above `level`, exits on the first tick below `level - 5`."""
+
+    slug = "tick_cross"
+    needs = frozenset()
+    level = Param("float", 22050.0)
+
+    def on_session_start(self, session_date, state=None):
+        super().on_session_start(session_date, state)
+        self.long = False
+        return []
+
+    def on_tick(self, tick, state=None):
+        if not self.long and tick.ltp > self.level:
+            self.long = True
+            return [self.signal(tick.ts_ms, "long", ENTRY, tick.ltp, reason="tick above")]
+        if self.long and tick.ltp < self.level - 5:
+            self.long = False
+            self.session_done = True
+            return [self.signal(tick.ts_ms, "long", "exit", tick.ltp, reason="tick below")]
+        return []
+
+
+def test_ticks_reach_the_strategy_before_their_candle_closes():
+    candles = breakout_day(date(2024, 3, 12))
+    base = candles[70].ts_ms  # 10:25
+    ticks = pa.table(
+        {
+            "ts": [base + 1_000, base + 20_500, base + 61_000, base + 90_000],
+            "ltp": [22040.0, 22051.0, 22052.0, 22044.0],
+        }
+    )
+    series = series_from_table(table_of(candles))
+    result = run_backtest(TickCross, series, ticks=ticks_from_table(ticks))
+    (trade,) = result.trades
+    assert (trade.entry_ts_ms, trade.entry_price) == (base + 20_500, 22051.0)
+    assert (trade.exit_ts_ms, trade.exit_price) == (base + 90_000, 22044.0)
+    # a candle-only strategy gives the same trades whether ticks are given or not
+    with_ticks = run_backtest(IBBreakout, series, ticks=ticks_from_table(ticks)).trades
+    assert with_ticks == run_backtest(IBBreakout, series).trades
+
+
+def test_engine_fed_by_ticks_when_given():
+    candles = breakout_day(date(2024, 3, 12))
+    ticks = pa.table({"ts": [candles[0].ts_ms + 500, candles[1].ts_ms + 500], "ltp": [22001.0, 22100.0]})
+    seen = []
+
+    class Spy(UsesState):
+        slug = "spy_ticks"
+
+        def on_tick(self, tick, state=None):
+            seen.append((tick.ltp, state.high))
+            return []
+
+        def on_candle(self, candle, state=None):
+            return []
+
+        def on_session_end(self, last, state=None):
+            return []
+
+    run_backtest(Spy, series_from_table(table_of(candles)), ticks=ticks_from_table(ticks))
+    assert seen == [(22001.0, 22001.0), (22100.0, 22100.0)]
