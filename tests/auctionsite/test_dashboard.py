@@ -77,3 +77,23 @@ def test_display_names(settings):
     assert instrument_display_name("NIFTY") == "NIFTY"
     settings.WATCHLIST = ["NSE_INDEX|Nifty Bank"]
     assert [(i.key, i.name) for i in watchlist()] == [("NSE_INDEX|Nifty Bank", "Nifty Bank")]
+
+
+def test_error_pages_are_the_site_s_own(client, trader, rf, settings):
+    from django.views.defaults import server_error
+
+    settings.DEBUG = False
+    response = client.get("/no-such-page/")
+    assert response.status_code == 404
+    assert b"Page not found" in response.content and b"Traceback" not in response.content
+    error = server_error(rf.get("/"))
+    assert error.status_code == 500 and b"Something went wrong" in error.content
+
+
+def test_csrf_failure_page(trader):
+    from django.test import Client
+
+    strict = Client(enforce_csrf_checks=True)
+    response = strict.post("/accounts/login/", {"username": "trader", "password": "correct horse battery"})
+    assert response.status_code == 403
+    assert b"Not allowed" in response.content and b"Traceback" not in response.content
