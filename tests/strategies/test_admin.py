@@ -147,10 +147,11 @@ def test_valid_change_goes_through_the_service_bumps_version_and_is_audited_as_t
 
 
 @pytest.mark.django_db
-def test_the_real_ib_breakout_declaration_drives_its_form(staff):
+@pytest.mark.parametrize("slug", sorted(set(REGISTRY) - {TinyAdminStrategy.slug}))
+def test_every_library_strategy_form_round_trips_its_own_values(staff, slug):
     config = services.create_strategy_config(
-        slug="ib",
-        strategy_class="ib_breakout",
+        slug=slug.replace("_", "-"),
+        strategy_class=slug,
         instruments=["NSE_INDEX|Nifty 50"],
         capital=Decimal("500000"),
         max_daily_loss=Decimal("5000"),
@@ -158,7 +159,18 @@ def test_the_real_ib_breakout_declaration_drives_its_form(staff):
     )
     form = staff.get(change_url(config)).context["adminform"].form
     names = [name[len("param__") :] for name in form.fields if name.startswith("param__")]
-    assert names == [spec["name"] for spec in REGISTRY["ib_breakout"].param_schema()]
+    assert names == [spec["name"] for spec in REGISTRY[slug].param_schema()]
+    data = {"_save": "Save"}
+    for name in form.fields:
+        value = form[name].value()
+        if value is True:
+            data[name] = "on"
+        elif value not in (False, None):
+            data[name] = str(value)
+    response = staff.post(change_url(config), data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    config.refresh_from_db()
+    assert config.version == 1, "saving the unchanged form changed the configuration"
 
 
 @pytest.mark.django_db

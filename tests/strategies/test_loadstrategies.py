@@ -128,9 +128,7 @@ def test_the_shipped_seed_covers_the_library_and_loads():
     }
     assert all(e["mode"] == "paper" for e in entries)
     assert sorted(e["slug"] for e in entries if e["enabled"]) == ["eighty_percent", "ib_breakout"]
-    missing = {e["strategy"] for e in entries} - set(REGISTRY)
-    if missing:
-        pytest.skip(f"strategy library does not have {', '.join(sorted(missing))} yet")
+    assert {e["strategy"] for e in entries} == set(REGISTRY), "one seed entry per library strategy"
     load(SHIPPED)
     assert StrategyConfig.objects.count() == len(entries)
     load(SHIPPED)
