@@ -560,16 +560,14 @@ class HistoryWriter:
                         self._start_merge(table, day, parts, 2)
                         changed |= self._finish_merge(wait=True)
         elif self._merging is None:
-            for table in TABLES:
-                for day, parts in self._manifest.files[table].items():
-                    level0 = [p for p in parts if p.level == 0]
-                    if sum(p.level == 1 for p in parts) >= self.merge_levels_after:
-                        self._start_merge(table, day, parts, 2)
-                    elif len(level0) >= self.compact_after:
-                        self._start_merge(table, day, level0, 1)
-                    if self._merging is not None:
-                        break
-                if self._merging is not None:
+            for table, day in sorted(self._touched):  # only days this writer added files to
+                parts = self._manifest.files[table][day]
+                level0 = [p for p in parts if p.level == 0]
+                if sum(p.level == 1 for p in parts) >= self.merge_levels_after:
+                    self._start_merge(table, day, parts, 2)
+                    break
+                if len(level0) >= self.compact_after:
+                    self._start_merge(table, day, level0, 1)
                     break
         if changed:
             write_manifest(self.root, self._manifest)

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from feeds.ticks import IST, Tick
-from persistence import readers
+from persistence import readers, store
 from persistence.store import StoreLocked, session_day_of
 from persistence.writer import HistoryWriter
 
@@ -175,3 +175,22 @@ def test_write_ticks_flushes_on_its_own_when_the_interval_has_passed(tmp_path):
     w.write_ticks([fut(0, 100, 1, 1)])
     assert readers.read_ticks(KEY, DAY, DAY, root=tmp_path).num_rows == 1
     w.close()
+
+
+def test_a_reader_whose_files_were_compacted_away_retries_with_the_new_manifest(tmp_path, monkeypatch):
+    w = HistoryWriter(tmp_path, flush_interval=None, grace_s=0)
+    for i in range(3):
+        w.write_ticks([fut(i, 100 + i, 1, i + 1)])
+        w.flush()
+    stale = store.read_manifest(tmp_path)
+    w.close()  # merges the three files into one and deletes them
+    assert not (tmp_path / stale.paths("ticks")[0]).exists()
+    calls = []
+
+    def manifest_as_first_read(root):
+        calls.append(root)
+        return stale if len(calls) == 1 else store.read_manifest(root)
+
+    monkeypatch.setattr(readers, "read_manifest", manifest_as_first_read)
+    assert readers.read_ticks(KEY, DAY, DAY, root=tmp_path)["ltp"].to_pylist() == [100.0, 101.0, 102.0]
+    assert len(calls) == 2
