@@ -6,6 +6,9 @@ a period "trades inside" when any of its candles reaches into [VAL, VAH]; the si
 close of the first candle of a period that trades inside when the period before it did too. Entry
 at that close, target the opposite VA edge, stop one row beyond the re-entry edge (VAH + row for a
 short, VAL - row for a long). Skipped when the entry is not strictly between stop and target.
+With `setup=open_or_move`, a market that opened inside value arms the same setup once a whole
+completed period trades outside it (every price above VAH, or below VAL); the two periods back
+inside must come after that one.
 Vector (amt.md): prior VA 100-120, open 125; A trades 119-126, B 112-121 -> short in B, target 100.
 Pure Python.
 """
@@ -15,7 +18,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from strategies.base import LONG, SHORT, Candle, Param, to_ticks
-from strategies.library.bracket import BracketStrategy, Entry, period_of, ticks_to_price
+from strategies.library.bracket import BracketStrategy, Entry, completed_periods, period_of, ticks_to_price
 
 
 class EightyPercentRule(BracketStrategy):
@@ -25,10 +28,16 @@ class EightyPercentRule(BracketStrategy):
     needs = frozenset({"auction"})
 
     row_size = Param("float", 5.0, min=0.05, max=1000.0, help="One row, in index points (stop buffer).")
+    setup = Param(
+        "choice",
+        "open",
+        choices=("open", "open_or_move"),
+        help="open: only an open outside value; open_or_move: also a whole period spent outside later.",
+    )
 
     def reset_session(self) -> None:
         super().reset_session()
-        self._setup: str | None = None  # SHORT when opened above value, LONG below, "" for neither
+        self._setup: str | None = None  # SHORT when outside above value, LONG below, "" for neither
         self._inside: set[int] = set()
 
     def find_entry(self, candle: Candle, state, minute: int) -> Entry | None:
@@ -39,6 +48,14 @@ class EightyPercentRule(BracketStrategy):
         if self._setup is None:
             opened = to_ticks(state.open)
             self._setup = SHORT if opened > vah else LONG if opened < val else ""
+        if not self._setup and self.setup == "open_or_move":
+            # Moved outside: a completed period entirely above/below value arms the setup; only
+            # periods after it count as trading back inside.
+            for _, low, high in completed_periods(state, minute):
+                if low > vah or high < val:
+                    self._setup = SHORT if low > vah else LONG
+                    self._inside.clear()
+                    return None
         if not self._setup:
             return None
         if not (to_ticks(candle.low) <= vah and to_ticks(candle.high) >= val):

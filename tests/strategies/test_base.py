@@ -114,11 +114,16 @@ def test_ticks_and_clock_helpers():
     assert minute_of_day(1710215100000) == 9 * 60 + 15  # 2024-03-12 09:15 IST
 
 
-def test_base_module_imports_nothing_from_django_celery_or_redis():
+def test_strategy_execution_and_backtest_code_imports_nothing_from_django_celery_or_redis():
     import ast
     import pathlib
 
-    for path in [pathlib.Path("strategies/base.py"), *pathlib.Path("strategies/library").glob("*.py")]:
+    root = pathlib.Path(__file__).resolve().parents[2] / "strategies"
+    paths = [root / "base.py"]
+    for package in ("library", "execution", "backtest"):
+        paths += sorted((root / package).glob("*.py"))
+    assert len(paths) > 10
+    for path in paths:
         tree = ast.parse(path.read_text())
         names = [
             (n.module or "") if isinstance(n, ast.ImportFrom) else a.name

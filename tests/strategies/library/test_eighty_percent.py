@@ -52,3 +52,19 @@ def test_quiet_when_a_period_between_does_not_trade_inside():
 def test_quiet_when_opening_inside_value():
     rows = {"09:15": (110, 126, 109, 125), "09:45": (125, 125, 115, 116), "10:15": (116, 118, 112, 113)}
     assert backtest(EightyPercentRule, day_from_minutes(DAY2, rows, 110)).trades == []
+
+
+def test_moved_outside_variant_arms_after_a_whole_period_outside():
+    # opens in value at 110, B spends all of its period above 120, C and D trade back inside
+    rows = {
+        "09:15": (110, 112, 109, 111),
+        "09:44": (111, 123, 111, 123),
+        "09:45": (123, 127, 122, 126),
+        "10:15": (126, 126, 119, 120),
+        "10:45": (120, 120, 115, 116),
+    }
+    day = day_from_minutes(DAY2, rows, 110)
+    assert backtest(EightyPercentRule, day).trades == []  # the default needs an open outside value
+    (trade,) = backtest(EightyPercentRule, day, setup="open_or_move").trades
+    assert (trade.side, trade.entry_price, trade.target, trade.stop) == ("short", 116.0, 100.0, 125.0)
+    assert trade.entry_ts_ms == minute_ts(DAY2, "10:46")
