@@ -325,8 +325,8 @@ class AuditEvent(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     action = models.CharField(max_length=64, db_index=True)
-    object_type = models.CharField(max_length=64, db_index=True)
-    object_id = models.CharField(max_length=64, db_index=True)
+    object_type = models.CharField(max_length=64, db_index=True, blank=True)
+    object_id = models.CharField(max_length=64, db_index=True, blank=True)
     detail = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
     reason = models.TextField(blank=True)
 

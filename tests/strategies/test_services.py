@@ -491,3 +491,16 @@ def test_a_strategy_that_left_the_library_can_be_switched_off_but_not_tuned(monk
         services.update_strategy_config(config, actor="test", lots=3)
     config.refresh_from_db()
     assert config.lots == 1
+
+
+@pytest.mark.django_db
+def test_a_system_event_needs_no_object_and_keeps_its_reason():
+    event = services.record_audit(
+        actor=None,
+        action="trading.kill_switch",
+        reason="daily loss limit",
+        detail={"loss": Decimal("5000.5")},
+    )
+    event.refresh_from_db()
+    assert (event.actor_type, event.actor, event.object_type, event.object_id) == ("system", "system", "", "")
+    assert event.detail == {"loss": "5000.5"} and event.reason == "daily loss limit"
