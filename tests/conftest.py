@@ -293,15 +293,20 @@ def browser():
 
 @pytest.fixture
 def page(browser, request):
-    """A fresh browser context and page; a screenshot of the final state goes to ARTIFACTS_DIR."""
+    """A fresh browser context and page; a screenshot of the final state goes to ARTIFACTS_DIR.
+    An uncaught JavaScript exception on the page fails the test (at teardown)."""
     context = browser.new_context(
         viewport={"width": 1280, "height": 900}, locale="en-IN", timezone_id="Asia/Kolkata"
     )
     context.set_default_timeout(15_000)
     page = context.new_page()
+    js_errors: list[str] = []
+    context.on("weberror", lambda error: js_errors.append(str(error.error)))
     try:
         yield page
     finally:
         with contextlib.suppress(Exception):
             page.screenshot(path=str(ARTIFACTS_DIR / f"{request.node.name}-final.png"), full_page=True)
         context.close()
+    if js_errors:
+        pytest.fail("JavaScript errors on the page:\n" + "\n".join(js_errors))
