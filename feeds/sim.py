@@ -489,7 +489,7 @@ class _TradedEmitter(_Emitter):
                 lots *= rng.randint(10, 40)  # an occasional block
             qty = lots * self.lot
             self.volume += qty
-            # Open interest moves by a share of each trade, building in the day's direction.
+            # Open interest moves by a share of each trade and drifts up as positions build.
             self.oi = max(self.oi + qty * (rng.random() - 0.45), 0.0)
             out.append(
                 Tick(
