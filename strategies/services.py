@@ -482,15 +482,17 @@ def record_fill(
     *,
     fill_id: str,
     qty: int,
-    price: Decimal,
+    price: Decimal | float | str,
     ts: dt.datetime,
-    charges: Decimal = Decimal("0"),
+    charges: Decimal | float | str = Decimal("0"),
     actor: ActorLike = None,
 ) -> tuple[Fill, bool]:
     """Store one execution of `order` (idempotent on the broker's fill id: a repeat returns the
     stored fill and `False`), update the order's filled quantity, average price and state, then the
     strategy's position for that day. A fill after a cancel is stored without reopening the order."""
-    price, charges = Decimal(str(price)), Decimal(str(charges))
+    # As stored (four places), so a redelivery compares equal to what the database holds.
+    price = Decimal(str(price)).quantize(PRICE_PLACES)
+    charges = Decimal(str(charges)).quantize(PRICE_PLACES)
     with transaction.atomic():
         # Lock the strategy first: fills of one strategy update the same positions, one at a time.
         StrategyConfig.objects.select_for_update().filter(pk=order.strategy_id).first()

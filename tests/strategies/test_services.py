@@ -256,7 +256,8 @@ def test_fills_update_quantity_average_price_state_and_are_idempotent():
     )
     assert not created_again and again.pk == fill.pk
     assert order.filled_quantity == 65 and Fill.objects.filter(order=order).count() == 1
-    services.record_fill(order, fill_id="T2", qty=65, price=Decimal("100.10"), ts=at(9, 31))
+    services.record_fill(order, fill_id="T2", qty=65, price=100.1, ts=at(9, 31))  # a float from a broker
+    assert not services.record_fill(order, fill_id="T2", qty=65, price="100.100000", ts=at(9, 31))[1]
     assert order.state == "filled" and order.filled_quantity == 130
     assert order.average_price == Decimal("100.0750")
     steps = list(order.events.values_list("to_state", flat=True))
