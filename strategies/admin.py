@@ -67,7 +67,13 @@ class StrategyConfigAdmin(admin.ModelAdmin):
             (None, {"fields": [name for name in fields if name not in parameters]})
         ]
         if parameters:
-            fieldsets.append((f"Parameters of {obj.strategy_class}", {"fields": parameters}))
+            strategy_cls = strategy_registry()[obj.strategy_class]
+            fieldsets.append(
+                (
+                    f"Parameters of {obj.strategy_class}",
+                    {"fields": parameters, "description": getattr(strategy_cls, "description", "")},
+                )
+            )
         elif obj is None:
             fieldsets[0][1]["description"] = (
                 "A new strategy starts with its declared default parameters; tune them after saving. "
