@@ -45,6 +45,7 @@ class OptionFillConfig:
     strike_offset: int = 0  # 0 ATM, +n ITM, -n OTM (listed strikes)
     min_days_to_expiry: int = 0
     slippage: Decimal = Decimal("0.05")
+    freeze_qty: int | None = None  # split orders above it; None: feeds.contracts.freeze_qty of the day
     # (session date, underlying spot) -> instrument master rows; default: the generated master
     master: Callable[[date, str, float], list[dict]] | None = None
 
@@ -163,7 +164,9 @@ class _OptionExecution:
         self.underlying = contracts.symbol_of(instrument_key)
         self.config = config
         self.model = PremiumModel(config.iv, config.rate)
-        self.broker = PaperBroker(slippage=config.slippage, square_off_time=None)
+        self.broker = PaperBroker(
+            slippage=config.slippage, square_off_time=None, freeze_qty=config.freeze_qty
+        )
         self._masters: dict[date, list[dict]] = {}
         self._open: tuple[OptionContract, int, Decimal, Charges] | None = None
         self._seq = 0
@@ -179,6 +182,7 @@ class _OptionExecution:
         return self._masters[day]
 
     def _order(self, contract: OptionContract, side: str, qty: int, spot: float, ts_ms: int):
+        """(fill price, charges of all its slices) of a market order for `qty` at the modelled premium."""
         premium = self.model.premium(contract, spot, ts_ms)
         self.broker.on_quote(contract.instrument_key, ts_ms, premium)
         self._seq += 1
@@ -187,8 +191,12 @@ class _OptionExecution:
                 f"bt-{self.strategy}-{self._seq}", self.strategy, contract.instrument_key, side, qty, ts_ms
             )
         )
-        (fill,) = order.fills
-        return fill
+        if not order.fills:
+            raise LookupError(f"the paper broker did not fill {contract.trading_symbol}: {order.reason}")
+        charges = Charges()
+        for fill in order.fills:
+            charges = charges + fill.charges
+        return order.fills[0].price, charges
 
     def enter(self, signal: Signal, day: date) -> None:
         contract = select_contract(
@@ -201,15 +209,18 @@ class _OptionExecution:
             self.config.min_days_to_expiry,
         )
         qty = self.config.lots * contract.lot_size
-        fill = self._order(contract, BUY, qty, signal.price, signal.ts_ms)
-        self._open = (contract, qty, fill.price, fill.charges)
+        from feeds import contracts
+
+        self.broker.freeze_qty = self.config.freeze_qty or contracts.freeze_qty(self.underlying, day)
+        price, charges = self._order(contract, BUY, qty, signal.price, signal.ts_ms)
+        self._open = (contract, qty, price, charges)
 
     def exit(self, signal: Signal) -> OptionLeg:
         assert self._open is not None
         contract, qty, entry_premium, entry_charges = self._open
         self._open = None
-        fill = self._order(contract, SELL, qty, signal.price, signal.ts_ms)
-        return OptionLeg(contract, qty, entry_premium, fill.price, entry_charges + fill.charges)
+        price, charges = self._order(contract, SELL, qty, signal.price, signal.ts_ms)
+        return OptionLeg(contract, qty, entry_premium, price, entry_charges + charges)
 
 
 def run_backtest(

@@ -7,7 +7,8 @@ limit and that price, else rests until a later quote makes it marketable or it i
 Every fill carries its charges (`charges.order_charges`, exact Decimal). Positions and realised
 PnL are kept per (strategy, instrument); realised PnL, charges and net PnL per strategy and day.
 `square_off_time` flattens every open position with market orders at the first quote at or after
-that time. Money in Decimal throughout.
+that time. Orders above `freeze_qty` fill as slices of at most that size, each charged as its own
+executed order. Money in Decimal throughout.
 
 `Broker` is the small interface the Upstox broker will implement too (place / cancel / positions);
 strategies never see a broker, the runner or the live worker does. No Django, Celery or Redis here.
@@ -102,8 +103,10 @@ class PaperBroker:
         slippage: Decimal = Decimal("0.05"),
         square_off_time: time | None = time(15, 15),
         charge_schedules=None,
+        freeze_qty: int | None = None,
     ) -> None:
         self.slippage = Decimal(slippage)
+        self.freeze_qty = freeze_qty
         self.square_off_time = square_off_time
         self._schedules = charge_schedules
         self._quotes: dict[str, Quote] = {}
@@ -129,9 +132,7 @@ class PaperBroker:
         fills = []
         for order in list(self._resting):
             if order.request.instrument_key == instrument_key:
-                fill = self._try_fill(order, ts_ms)
-                if fill is not None:
-                    fills.append(fill)
+                fills.extend(self._try_fill(order, ts_ms) or ())
         fills.extend(self.square_off_if_due(ts_ms))
         return fills
 
@@ -178,29 +179,39 @@ class PaperBroker:
             return q.ask if q.ask else q.ltp + self.slippage
         return q.bid if q.bid else max(q.ltp - self.slippage, Decimal("0.05"))
 
-    def _try_fill(self, order: Order, ts_ms: int) -> Fill | None:
+    def _try_fill(self, order: Order, ts_ms: int) -> list[Fill] | None:
         r = order.request
         price = self.fill_price(r.instrument_key, r.side)
         if r.order_type == LIMIT:
             assert r.limit_price is not None
             if (r.side == BUY and price > r.limit_price) or (r.side == SELL and price < r.limit_price):
                 return None
-        fill = Fill(
-            r.client_order_id,
-            r.strategy,
-            r.instrument_key,
-            r.side,
-            r.quantity,
-            price,
-            ts_ms,
-            order_charges(r.side, price, r.quantity, _day(ts_ms), self._schedules),
-        )
-        order.fills.append(fill)
+        # Above the freeze quantity the exchange takes the order only as slices, each an executed
+        # order of its own (and so each paying the per-order brokerage).
+        slices, remaining = [], r.quantity
+        step = self.freeze_qty if self.freeze_qty and self.freeze_qty > 0 else r.quantity
+        while remaining > 0:
+            slices.append(min(step, remaining))
+            remaining -= slices[-1]
+        fills = []
+        for qty in slices:
+            fill = Fill(
+                r.client_order_id,
+                r.strategy,
+                r.instrument_key,
+                r.side,
+                qty,
+                price,
+                ts_ms,
+                order_charges(r.side, price, qty, _day(ts_ms), self._schedules),
+            )
+            order.fills.append(fill)
+            self._apply(fill)
+            fills.append(fill)
         order.state = FILLED
         if order in self._resting:
             self._resting.remove(order)
-        self._apply(fill)
-        return fill
+        return fills
 
     def _apply(self, fill: Fill) -> None:
         key = (fill.strategy, fill.instrument_key)

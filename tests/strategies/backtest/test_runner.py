@@ -247,3 +247,12 @@ def test_engine_fed_by_ticks_when_given():
 
     run_backtest(Spy, series_from_table(table_of(candles)), ticks=ticks_from_table(ticks))
     assert seen == [(22001.0, 22001.0), (22100.0, 22100.0)]
+
+
+def test_modelled_fill_splits_above_the_freeze_quantity():
+    config = OptionFillConfig(lots=30, slippage=Decimal("0"))  # 30 x 65 = 1950 > Nifty freeze 1800
+    (trade,) = run_backtest(
+        IBBreakout, series_from_table(table_of(breakout_day())), fill=MODELLED, options=config
+    ).trades
+    assert trade.option.quantity == 1950
+    assert trade.option.charges.brokerage == Decimal("80")  # two slices in, two out

@@ -97,3 +97,12 @@ def test_square_off_at_the_configured_time():
     assert [(f.side, f.quantity, f.price) for f in fills] == [(SELL, 65, D("95"))]
     assert b.positions()[0].quantity == 0
     assert b.daily_pnl("ib_breakout", DAY)["realised"] == D("-325")
+
+
+def test_orders_above_the_freeze_quantity_fill_as_slices_each_charged():
+    b = PaperBroker(slippage=D("0"), freeze_qty=1800)
+    b.on_quote(KEY, at("10:00"), D("100"))
+    o = b.place(order("big", BUY, qty=4000))
+    assert [f.quantity for f in o.fills] == [1800, 1800, 400] and o.state == FILLED
+    assert sum(f.charges.brokerage for f in o.fills) == D("60")  # three executed orders
+    assert b.positions()[0].quantity == 4000
