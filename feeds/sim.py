@@ -456,6 +456,7 @@ class _TradedEmitter(_Emitter):
 
     def __init__(self, key: str, day: date, plan: DayPlan, path: tuple[float, ...], open_ms: int, row: dict):
         super().__init__(key, day, plan, path, open_ms)
+        self.row = row
         self.lot = int(row["lot_size"])
         self.expiry = universe.expiry_date(row)
         self.volume = 0
@@ -535,9 +536,8 @@ class _FutureEmitter(_TradedEmitter):
 class _OptionEmitter(_TradedEmitter):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        row = args[5] if len(args) > 5 else kwargs["row"]
-        self.strike = float(row["strike_price"])
-        self.option_type = row["instrument_type"]
+        self.strike = float(self.row["strike_price"])
+        self.option_type = self.row["instrument_type"]
         self.step = contracts.strike_step(self.plan.symbol)
         self.rate = MODELS[self.plan.symbol].option_rate
         self.oi = float(self.lot * self.rng.randint(20_000, 120_000))

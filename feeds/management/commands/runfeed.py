@@ -144,8 +144,8 @@ class Command(BaseCommand):
     @staticmethod
     def _upstox_reference_keys(day: date) -> tuple[list[str], dict[str, str]]:
         """Watchlist indices and their near-month futures from the loaded Upstox master (database)."""
-        from feeds.upstox import instruments as master
         from feeds.models import Instrument
+        from feeds.upstox import instruments as master
 
         keys = list(settings.WATCHLIST)
         try:
