@@ -6,6 +6,9 @@ Selectors only read: anything that writes belongs in `strategies.services`.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
 
 from django.db.models import QuerySet
 
@@ -40,6 +43,46 @@ def strategy_by_slug(slug: str) -> StrategyConfig:
 def strategy_version(slug: str) -> int | None:
     """The current configuration version (a worker compares it with the one it loaded); None if gone."""
     return StrategyConfig.objects.filter(slug=slug).values_list("version", flat=True).first()
+
+
+@dataclass(frozen=True, slots=True)
+class StrategySettings:
+    """What a worker needs to run one strategy, as of one configuration version."""
+
+    slug: str
+    strategy_class: str
+    enabled: bool
+    mode: str
+    instruments: tuple[str, ...]
+    parameters: dict[str, Any]
+    capital: Decimal
+    lots: int
+    max_daily_loss: Decimal
+    version: int
+
+    def build(self, instrument_key: str) -> Any:
+        """A fresh strategy instance for one instrument with these parameters."""
+        from strategies.library import get_strategy
+
+        return get_strategy(self.strategy_class)(instrument_key, self.parameters)
+
+
+def strategy_settings(slug: str) -> StrategySettings:
+    """The current configuration of one strategy, detached from the database row. A worker keeps
+    it and reloads when `strategy_version(slug)` moves past `version`."""
+    config = StrategyConfig.objects.get(slug=slug)
+    return StrategySettings(
+        slug=config.slug,
+        strategy_class=config.strategy_class,
+        enabled=config.enabled,
+        mode=config.mode,
+        instruments=tuple(config.instruments),
+        parameters=dict(config.parameters),
+        capital=config.capital,
+        lots=config.lots,
+        max_daily_loss=config.max_daily_loss,
+        version=config.version,
+    )
 
 
 def checkpoint_for(config: StrategyConfig, stream_key: str) -> str | None:

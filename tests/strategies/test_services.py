@@ -505,3 +505,19 @@ def test_a_system_event_needs_no_object_and_keeps_its_reason():
     event.refresh_from_db()
     assert (event.actor_type, event.actor, event.object_type, event.object_id) == ("system", "system", "", "")
     assert event.detail == {"loss": "5000.5"} and event.reason == "daily loss limit"
+
+
+@pytest.mark.django_db
+def test_a_worker_sees_new_parameters_through_the_version():
+    from strategies import selectors
+
+    config = make_config()
+    loaded = selectors.strategy_settings("tiny")
+    strategy = loaded.build("NSE_INDEX|Nifty 50")
+    assert isinstance(strategy, TinyStrategy) and strategy.lookback == 30
+    assert strategy.square_off == dt.time(15, 15)
+    services.update_parameters(config, {"lookback": 60}, actor="test")
+    assert selectors.strategy_version("tiny") > loaded.version
+    reloaded = selectors.strategy_settings("tiny")
+    assert reloaded.build("NSE_INDEX|Nifty 50").lookback == 60
+    assert reloaded.instruments == ("NSE_INDEX|Nifty 50",) and reloaded.capital == Decimal("500000")
