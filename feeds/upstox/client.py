@@ -78,6 +78,8 @@ def configuration(access_token: str = "") -> upstox_client.Configuration:
         # own defaults, including its separate low-latency order host and the sandbox switch.
         config.host = base
         config.order_host = base
+    # Any SDK object that builds its own Configuration() gets these hosts too (but no token).
+    upstox_client.Configuration.set_default(config)
     config.access_token = access_token
     # Configuration() adds a StreamHandler to its loggers each time; Django's LOGGING owns them.
     handler = config.logger_stream_handler

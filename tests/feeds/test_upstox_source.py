@@ -175,6 +175,7 @@ def _ladder(underlying: str, centre: float, step: float, width: int) -> StrikeLa
 
 
 def test_options_around_the_money_are_recentred_as_the_index_moves(fake):
+    fake.market.volatility = 0.0  # the index moves only when the test moves it
     fake.set_price(NIFTY, 25_000.0)
     plan = SubscriptionPlan(fixed={NIFTY: "full"}, ladders={NIFTY: _ladder(NIFTY, 25_000, 50, 2)})
     sink = RecordingSink()

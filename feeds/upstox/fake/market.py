@@ -42,8 +42,9 @@ def _on_tick(price: float, tick: float = 0.05) -> float:
 class SimulatedMarket:
     """Prices for every instrument the fake is asked about. Thread-safe (REST threads read it)."""
 
-    def __init__(self, instruments: dict[str, dict] | None = None, seed: int = 7):
+    def __init__(self, instruments: dict[str, dict] | None = None, seed: int = 7, volatility: float = 0.0002):
         self.instruments = instruments or {}
+        self.volatility = volatility  # relative size of one random-walk step
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._walks: dict[str, float] = dict(INDEX_BASE_PRICES)
@@ -59,7 +60,7 @@ class SimulatedMarket:
         """Advance every walk by one random tick-sized move."""
         with self._lock:
             for key, price in self._walks.items():
-                self._walks[key] = max(0.05, price + self._rng.choice((-1, 0, 1)) * price * 0.0002)
+                self._walks[key] = max(0.05, price + self._rng.choice((-1, 0, 1)) * price * self.volatility)
 
     def price(self, key: str) -> float:
         with self._lock:

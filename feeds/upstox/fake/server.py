@@ -8,7 +8,7 @@ portfolio stream (JSON order updates), historical and intraday candles, the inst
 positions and funds, with the `{"status":"error","errors":[...]}` envelope and 401/429 errors.
 
 Test hooks (thread-safe, call from any thread): `drop_connections`, `send_garbage`,
-`refuse_401`, `pause_stream`, `set_session_status`, `set_price`; records `client_frames` (sub,
+`refuse_401`, `fail_next_rest`, `pause_stream`, `set_session_status`, `set_price`; records `client_frames` (sub,
 unsub, change_mode), `feed_connections`, `rest_requests` and `orders`. It never contacts the real
 broker and never pretends to be one outside 127.0.0.1 unless told to bind elsewhere.
 """
@@ -119,6 +119,7 @@ class FakeUpstox:
         session_clock: Callable[[], datetime] | None = None,
         rest_rate_per_s: int = 50,
         seed: int = 7,
+        volatility: float = 0.0002,
     ):
         self.host = host
         self._port = port
@@ -134,9 +135,10 @@ class FakeUpstox:
         self.segment_status = {"NSE_INDEX": session_status, "NSE_FO": session_status}
         self.session_clock = session_clock
         self.rest_rate_per_s = rest_rate_per_s
-        self.market = SimulatedMarket(seed=seed)
+        self.market = SimulatedMarket(seed=seed, volatility=volatility)
         self.orders = FakeOrderBook(self.market.price, on_update=self._order_updated)
         self.refuse_401 = False
+        self.fail_next_rest: list[int] = []  # test hook: answer the next REST calls with these statuses
         self.paused = False
         self.client_frames: list[dict] = []
         self.rest_requests: list[tuple[str, str]] = []
@@ -559,6 +561,10 @@ _HISTORY_RE = re.compile(
     r"^/v3/historical-candle/(?P<key>[^/]+)/(?P<unit>\w+)/(?P<interval>\d+)/(?P<to>[\d-]+)(?:/(?P<from>[\d-]+))?$"
 )
 _INTRADAY_RE = re.compile(r"^/v3/historical-candle/intraday/(?P<key>[^/]+)/(?P<unit>\w+)/(?P<interval>\d+)$")
+_FAILURES = {
+    429: ("UDAPI10005", "Too Many Request Sent"),
+    401: ("UDAPI100050", "Invalid token used to access API"),
+}
 _MAX_RANGE_DAYS = {"minutes": 31, "hours": 92, "days": 3660}
 
 
@@ -608,8 +614,12 @@ def _rest_handler(fake: FakeUpstox) -> type[BaseHTTPRequestHandler]:
             url = urlsplit(self.path)
             path, query = url.path, {k: v[0] for k, v in parse_qs(url.query).items()}
             fake.rest_requests.append((method, path))
+            if fake.fail_next_rest:
+                status = fake.fail_next_rest.pop(0)
+                code, message = _FAILURES.get(status, ("UDAPI100500", "Something went wrong"))
+                return self._error(status, code, message)
             try:
-                body = self._body() if method in ("POST", "PUT") else {}
+                body = self._body()  # always drain it: a keep-alive connection must not see leftovers
             except ValueError:
                 return self._error(400, "UDAPI1000", "Malformed request body")
             # Unauthenticated endpoints: the master (a public asset) and the OAuth flow.
