@@ -175,9 +175,20 @@ def test_bad_arguments_are_one_line_errors(settings, tmp_path):
             call_command("runfeed", *args)
 
 
+FLUSH_REPORTS: list = []
+
+
+def recording_hook(pipeline):
+    """A FEED_FLUSH_HOOKS factory, as strategy dispatch will be."""
+    return FLUSH_REPORTS.append
+
+
 def test_sim_slice_boundaries_in_process(settings, tmp_path, prefix):
-    """call_command path (same code as the subprocess), a short slice: ticks stay inside it."""
+    """call_command path (same code as the subprocess), a short slice: ticks stay inside it, and
+    flush hooks named in FEED_FLUSH_HOOKS see every tick's stream range."""
     settings.HISTORY_DIR = tmp_path
+    settings.FEED_FLUSH_HOOKS = ["tests.feeds.test_runfeed.recording_hook"]
+    FLUSH_REPORTS.clear()
     call_command(
         "runfeed", "--source", "sim", "--speed", "1000", "--date", "2025-12-02",
         "--instruments", "NSE_INDEX|Nifty Bank", "--start", "14:00", "--end", "14:01", "--redis-prefix", prefix,
@@ -186,3 +197,5 @@ def test_sim_slice_boundaries_in_process(settings, tmp_path, prefix):
     assert stored.num_rows == 60
     assert stored["ts"][0].as_py().time() >= dtime(14, 0)
     assert dtime(14, 0) <= stored["ts"][-1].as_py().time() < dtime(14, 1)
+    assert sum(r.ticks for r in FLUSH_REPORTS) == 60
+    assert {k for r in FLUSH_REPORTS for k in r.ranges} == {"NSE_INDEX|Nifty Bank"}

@@ -4,6 +4,11 @@ Builds the source, the history writer (the store's only writer), a Redis client 
 layer, and runs `feeds.pipeline.FeedPipeline` on one asyncio loop until the source ends or SIGTERM /
 SIGINT arrives; then it stops the source, flushes everything, closes the writer and exits 0.
 
+Extension point: `settings.FEED_FLUSH_HOOKS` (optional) lists dotted paths of factories
+`factory(pipeline) -> hook | None`; each hook is appended to `pipeline.on_flush` and called after
+every flush with a `feeds.pipeline.FlushReport` (the stream id ranges just written). Strategy
+dispatch ("send each enabled strategy a task naming the stream range") plugs in there.
+
 Thin on purpose: argument checking and wiring only. Secrets never reach a log line.
 """
 
@@ -18,6 +23,7 @@ from datetime import time as dtime
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.utils.module_loading import import_string
 
 from feeds import contracts, universe
 
@@ -203,6 +209,10 @@ class Command(BaseCommand):
             stream_maxlen=settings.TICK_STREAM_MAXLEN,
             key_prefix=prefix,
         )
+        for path in getattr(settings, "FEED_FLUSH_HOOKS", ()):
+            hook = import_string(path)(pipeline)
+            if hook is not None:
+                pipeline.on_flush.append(hook)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, pipeline, sig)
