@@ -542,7 +542,10 @@ class HistoryWriter:
     def _write_file(self, table: str, day: str, level: int, data: pa.Table) -> str:
         rel = self._file_name(table, day, level)
         tmp = self._tmp / (rel.replace("/", "_") + ".tmp")
-        pq.write_table(data, tmp, compression="zstd" if level else "snappy")
+        with open(tmp, "wb") as f:
+            pq.write_table(data, f, compression="zstd" if level else "snappy")
+            f.flush()
+            os.fsync(f.fileno())  # on disk before a manifest names it, so a power cut loses no more
         final = self.root / rel
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, final)
