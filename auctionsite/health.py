@@ -134,7 +134,7 @@ def check_feed(client: redis.Redis, *, key: str = FEED_STATUS_KEY, at_ms: int | 
     data = {
         "heartbeat_age_s": round(age_ms / 1000, 1),
         "source": status.get("source", ""),
-        "connected": status.get("connected", ""),
+        "connected": status.get("connected", "").strip().lower() in {"1", "true", "yes"},
         "session_state": status.get("session_state") or status.get("state", ""),
     }
     alert = status.get("alert", "")

@@ -146,6 +146,7 @@ def test_healthz_all_up_is_200(client, healthz_redis, settings):
         "workers": "up",
         "upstox": "up",
     }
+    assert body["checks"]["feed"]["data"]["connected"] is True
     assert "tok-never-printed" not in response.content.decode()
     assert response["Cache-Control"].startswith("max-age=0")
 
