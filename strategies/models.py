@@ -335,3 +335,6 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.ts:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.object_type}:{self.object_id}"
+
+
+from strategies.backtests.models import BacktestRun, BacktestSweep  # noqa: E402,F401  (backtests from the web)
