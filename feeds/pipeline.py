@@ -74,6 +74,36 @@ class FlushReport:
 FlushHook = Callable[[FlushReport], Awaitable[None] | None]
 
 
+@dataclass(frozen=True, slots=True)
+class OptionInfo:
+    """What the snapshot's options summary needs to know about an option instrument."""
+
+    underlying_key: str  # the index key, e.g. NSE_INDEX|Nifty 50
+    strike: float
+    option_type: str  # CE | PE
+    expiry: str  # ISO date
+
+
+def option_infos(master: Iterable[dict], keys: Iterable[str] | None = None) -> dict[str, OptionInfo]:
+    """OptionInfo for the options of an (Upstox-shaped) instrument master, optionally only `keys`."""
+    from datetime import datetime
+
+    from feeds.ticks import IST
+
+    wanted = set(keys) if keys is not None else None
+    out = {}
+    for row in master:
+        if row.get("instrument_type") not in ("CE", "PE"):
+            continue
+        if wanted is not None and row["instrument_key"] not in wanted:
+            continue
+        expiry = datetime.fromtimestamp(row["expiry"] / 1000, tz=IST).date().isoformat()
+        out[row["instrument_key"]] = OptionInfo(
+            row["underlying_key"], float(row["strike_price"]), row["instrument_type"], expiry
+        )
+    return out
+
+
 @dataclass(slots=True)
 class _Quote:
     """Conflated state of one instrument shown on the dashboard."""
@@ -154,6 +184,7 @@ class FeedPipeline:
         channel_layer=None,  # Channels layer, or None (no snapshots sent)
         snapshot_keys: Iterable[str] = (),
         names: dict[str, str] | None = None,
+        options: dict[str, OptionInfo] | None = None,
         flush_ms: int = 500,
         snapshot_ms: int = 100,
         stream_maxlen: int = 500_000,
@@ -178,6 +209,9 @@ class FeedPipeline:
         self.high_water = high_water
         names = names or {}
         self.quotes = {k: _Quote(name=names.get(k, k)) for k in snapshot_keys}
+        # Options whose last price and OI feed the compact per-underlying summary in full snapshots.
+        self.options = dict(options or {})
+        self._option_state: dict[str, tuple[float, float]] = {}
         # Strategy dispatch hooks in here: each is called after every flush with the stream ranges
         # it wrote ("send each enabled strategy a task naming the stream range").
         self.on_flush: list[FlushHook] = []
@@ -210,6 +244,8 @@ class FeedPipeline:
     def put(self, ticks: Iterable[Tick]) -> None:
         pending = self._pending
         quotes = self.quotes
+        options = self.options
+        option_state = self._option_state
         n = 0
         last = self.last_tick_ms
         for t in ticks:
@@ -221,6 +257,8 @@ class FeedPipeline:
             if q is not None:
                 q.update(t)
                 self._changed.add(t.instrument_key)
+            elif t.instrument_key in options:
+                option_state[t.instrument_key] = (t.ltp, t.oi)
         if n:
             self.stats.ticks_in += n
             self.last_tick_ms = last
@@ -415,8 +453,36 @@ class FeedPipeline:
             "ts_ms": int(time.time() * 1000),
             "full": full,
             "instruments": {k: self.quotes[k].as_dict() for k in keys if self.quotes[k].ts_ms},
+            **({"options": self.options_summary()} if full and self._option_state else {}),
             "feed": self.feed_status(),
         }
+
+    def options_summary(self) -> dict[str, dict]:
+        """Per underlying, for its nearest expiry with ticks: the strike nearest the underlying's
+        last price, that strike's CE/PE last prices, and the put/call OI ratio of the strikes seen."""
+        by_underlying: dict[str, dict[str, list]] = {}
+        for key, (ltp, oi) in self._option_state.items():
+            info = self.options[key]
+            by_underlying.setdefault(info.underlying_key, {}).setdefault(info.expiry, []).append(
+                (info, ltp, oi)
+            )
+        summary: dict[str, dict] = {}
+        for underlying, expiries in by_underlying.items():
+            expiry = min(expiries)
+            rows = expiries[expiry]
+            spot = self.quotes[underlying].ltp if underlying in self.quotes else 0.0
+            atm = min({i.strike for i, _, _ in rows}, key=lambda k: (abs(k - spot), k))
+            ce_oi = sum(oi for i, _, oi in rows if i.option_type == "CE")
+            pe_oi = sum(oi for i, _, oi in rows if i.option_type == "PE")
+            at = {i.option_type: ltp for i, ltp, _ in rows if i.strike == atm}
+            summary[underlying] = {
+                "expiry": expiry,
+                "atm": atm,
+                "ce": at.get("CE"),
+                "pe": at.get("PE"),
+                "pcr_oi": round(pe_oi / ce_oi, 3) if ce_oi else None,
+            }
+        return summary
 
     async def publish_snapshot(self, full: bool | None = None) -> None:
         now = time.monotonic()

@@ -14,7 +14,7 @@ from django.conf import settings
 
 from feeds import sim
 from feeds.groups import FEED_STATUS_KEY, LAST_SNAPSHOT_KEY, MARKET_GROUP, tick_stream_key
-from feeds.pipeline import FeedPipeline
+from feeds.pipeline import FeedPipeline, option_infos
 from feeds.sources import CLOSED
 from feeds.ticks import unpack_tick
 from persistence.readers import read_ticks
@@ -54,6 +54,7 @@ async def _run(prefix, root, source, snapshot_ms=50):
         channel_layer=layer,
         snapshot_keys=source.snapshot_keys(),
         names=source.names(),
+        options=option_infos(source.session.master, source.instruments),
         flush_ms=200,
         snapshot_ms=snapshot_ms,
         stream_maxlen=100_000,

@@ -111,6 +111,7 @@ def test_runfeed_sim_end_to_end(prefix, tmp_path):
     assert snapshots, "a group member receives market.snapshot messages"
     assert any("NSE_INDEX|Nifty Bank" in m["instruments"] for m in snapshots)
     assert all(m["feed"]["source"] == "sim" for m in snapshots)
+    assert any(set(m.get("options", {})) == {"NSE_INDEX|Nifty 50", "NSE_INDEX|Nifty Bank"} for m in snapshots)
 
 
 def test_sigterm_flushes_everything_and_exits_zero(prefix, tmp_path):

@@ -26,6 +26,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils.module_loading import import_string
 
 from feeds import contracts, universe
+from feeds.pipeline import option_infos
 
 log = logging.getLogger("feeds.runfeed")
 
@@ -84,7 +85,7 @@ class Command(BaseCommand):
         start = _parse_time(options["start"], "--start")
         end = _parse_time(options["end"], "--end")
         instruments = [k.strip() for k in (options["instruments"] or "").split(",") if k.strip()] or None
-        source, snapshot_keys, names = self._build_source(
+        source, snapshot_keys, names, options_meta = self._build_source(
             source_name, day, speed, instruments, start, end, options["option_strikes"]
         )
         started = time.monotonic()
@@ -96,7 +97,9 @@ class Command(BaseCommand):
             ", ".join((getattr(source, "instruments", None) or instruments or ["all"])[:6]),
             settings.HISTORY_DIR,
         )
-        pipeline = asyncio.run(self._main(source, snapshot_keys, names, options["redis_prefix"]))
+        pipeline = asyncio.run(
+            self._main(source, snapshot_keys, names, options_meta, options["redis_prefix"])
+        )
         s = pipeline.stats
         log.info(
             "runfeed exit: ticks=%d streamed=%d rows_written=%d snapshots=%d duration=%.1fs flush=%s",
@@ -123,7 +126,12 @@ class Command(BaseCommand):
                 )
             except ValueError as exc:
                 raise CommandError(str(exc)) from None
-            return source, source.snapshot_keys(), source.names()
+            return (
+                source,
+                source.snapshot_keys(),
+                source.names(),
+                option_infos(source.session.master, source.instruments),
+            )
         if name == "replay":
             from feeds.replay import NoStoredData, ReplaySource
 
@@ -134,7 +142,13 @@ class Command(BaseCommand):
             except NoStoredData as exc:
                 raise CommandError(str(exc)) from None
             keys, names = self._reference_keys(day)
-            return source, [k for k in keys if k in source.instruments], names
+            master = universe.generate_master(contracts.trading_day_on_or_before(day))
+            return (
+                source,
+                [k for k in keys if k in source.instruments],
+                names,
+                option_infos(master, source.instruments),
+            )
         # upstox: the real feed, written by another module; imported only when asked for.
         try:
             from feeds.upstox.source import UpstoxSource
@@ -145,7 +159,7 @@ class Command(BaseCommand):
         except (ValueError, LookupError) as exc:
             raise CommandError(str(exc)) from None
         keys, names = self._upstox_reference_keys(day or datetime.now(contracts.IST).date())
-        return source, keys, names
+        return source, keys, names, {}
 
     @staticmethod
     def _upstox_reference_keys(day: date) -> tuple[list[str], dict[str, str]]:
@@ -184,7 +198,7 @@ class Command(BaseCommand):
         }
         return keys, names
 
-    async def _main(self, source, snapshot_keys, names, prefix):
+    async def _main(self, source, snapshot_keys, names, options_meta, prefix):
         import redis.asyncio as aioredis
         from channels.layers import get_channel_layer
 
@@ -204,6 +218,7 @@ class Command(BaseCommand):
             channel_layer=layer,
             snapshot_keys=snapshot_keys,
             names=names,
+            options=options_meta,
             flush_ms=settings.FEED_FLUSH_MS,
             snapshot_ms=settings.FEED_SNAPSHOT_MS,
             stream_maxlen=settings.TICK_STREAM_MAXLEN,
