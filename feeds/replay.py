@@ -15,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, datetime
 from datetime import time as dtime
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from feeds import contracts
 from feeds.sim import FLAT_OUT_SPEED
@@ -120,8 +121,6 @@ class ReplaySource:
         self.synthetic: list[str] = []  # instruments replayed from candles
 
     def _at(self, at: dtime) -> int:
-        from datetime import datetime
-
         return int(datetime.combine(self.day, at, IST).timestamp() * 1000)
 
     def _prev_close(self, key: str) -> float:
@@ -158,8 +157,6 @@ class ReplaySource:
             raise NoStoredData(f"no stored ticks or candles for {self.day.isoformat()}")
         table = pa.concat_tables(parts)
         if self.start_ms is not None or self.end_ms is not None:
-            import pyarrow.compute as pc
-
             lo = self.start_ms if self.start_ms is not None else 0
             hi = self.end_ms if self.end_ms is not None else 2**62
             ts = table["ts_ms"]

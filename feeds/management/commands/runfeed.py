@@ -26,7 +26,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils.module_loading import import_string
 
 from feeds import contracts, universe
-from feeds.pipeline import option_infos
+from feeds.pipeline import FeedPipeline, OptionInfo, option_infos
+from feeds.sources import TickSource
 
 log = logging.getLogger("feeds.runfeed")
 
@@ -111,7 +112,17 @@ class Command(BaseCommand):
             s.flush_summary(),
         )
 
-    def _build_source(self, name, day, speed, instruments, start, end, option_strikes):
+    def _build_source(
+        self,
+        name: str,
+        day: date | None,
+        speed: float,
+        instruments: list[str] | None,
+        start: dtime | None,
+        end: dtime | None,
+        option_strikes: int | None,
+    ) -> tuple[TickSource, list[str], dict[str, str], dict[str, OptionInfo]]:
+        """The source, the instruments the dashboard snapshot shows, their names, option metadata."""
         if name == "sim":
             from feeds.sim import OPTION_STRIKES, SimSource
 
@@ -198,11 +209,17 @@ class Command(BaseCommand):
         }
         return keys, names
 
-    async def _main(self, source, snapshot_keys, names, options_meta, prefix):
+    async def _main(
+        self,
+        source: TickSource,
+        snapshot_keys: list[str],
+        names: dict[str, str],
+        options_meta: dict[str, OptionInfo],
+        prefix: str,
+    ) -> FeedPipeline:
         import redis.asyncio as aioredis
         from channels.layers import get_channel_layer
 
-        from feeds.pipeline import FeedPipeline
         from persistence.writer import HistoryWriter
 
         try:
