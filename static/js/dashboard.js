@@ -7,7 +7,7 @@ const script = document.getElementById("dashboard-script");
 const WS_PATH = script.dataset.wsPath;
 const LOGIN_URL = script.dataset.loginUrl;
 const STALE_MS = 10_000; // no message from the feed for this long: say so
-const MAX_POINTS = 5_000; // per chart; older points are dropped
+const MAX_POINTS = 5_000; // per chart; beyond it the line is thinned, never cut
 const MAX_BACKOFF_MS = 15_000;
 
 const priceFormat = new Intl.NumberFormat("en-IN", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
@@ -55,24 +55,37 @@ class LineChart {
     this.times = [];
     this.values = [];
     this.reference = null; // previous close, drawn dashed when in range
+    this.minGapMs = 0; // set once the line has been thinned
     this.pending = false;
     new ResizeObserver(() => this.schedule()).observe(canvas);
   }
 
   add(timeMs, value) {
-    const last = this.times.length - 1;
-    if (last >= 0 && timeMs <= this.times[last]) {
-      if (timeMs === this.times[last]) this.values[last] = value; // same tick, corrected price
-      else return; // out of order: the chart only moves forward
+    const n = this.times.length;
+    if (n && timeMs < this.times[n - 1]) return; // out of order: the chart only moves forward
+    if (n && timeMs === this.times[n - 1]) {
+      this.values[n - 1] = value; // same tick, corrected price
+    } else if (n >= 2 && timeMs - this.times[n - 2] < this.minGapMs) {
+      // Thinned chart: the newest point moves along until it is a full gap from its neighbour,
+      // so the line keeps one resolution over the session and always ends at the current price.
+      this.times[n - 1] = timeMs;
+      this.values[n - 1] = value;
     } else {
       this.times.push(timeMs);
       this.values.push(value);
-      if (this.times.length > MAX_POINTS) {
-        this.times.splice(0, this.times.length - MAX_POINTS);
-        this.values.splice(0, this.values.length - MAX_POINTS);
-      }
+      if (this.times.length > MAX_POINTS) this.thin();
     }
     this.schedule();
+  }
+
+  // Over budget: keep every other point (and the last), so the chart still spans the whole
+  // session at half the resolution instead of forgetting the morning.
+  thin() {
+    const last = this.times.length - 1;
+    const keep = (_, i) => i % 2 === 0 || i === last;
+    this.times = this.times.filter(keep);
+    this.values = this.values.filter(keep);
+    this.minGapMs = (this.times[this.times.length - 1] - this.times[0]) / (this.times.length - 1);
   }
 
   // The session so far (from the server's tick streams), then any points this page already had.
@@ -86,8 +99,9 @@ class LineChart {
         values.push(this.values[i]);
       }
     });
-    this.times = times.slice(-MAX_POINTS);
-    this.values = values.slice(-MAX_POINTS);
+    this.times = times;
+    this.values = values;
+    while (this.times.length > MAX_POINTS) this.thin();
     this.schedule();
   }
 
@@ -465,3 +479,5 @@ window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () 
 
 setInterval(tick, 250);
 connect();
+
+export { LineChart, MAX_POINTS };

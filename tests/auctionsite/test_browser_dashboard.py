@@ -187,6 +187,24 @@ def test_chart_starts_with_the_session_so_far(daphne_server, daphne_user, page):
     page.screenshot(path=str(ARTIFACTS_DIR / "dashboard-history.png"), full_page=True)
 
 
+def test_a_full_session_chart_is_thinned_not_cut(daphne_server, daphne_user, page):
+    log_in(page, daphne_server, daphne_user)
+    # Six hours of snapshots ten a second, into the page's own chart class.
+    first, last, count, max_points, gaps = page.evaluate(
+        """async () => {
+            const { LineChart, MAX_POINTS } = await import("/static/js/dashboard.js");
+            const chart = new LineChart(document.createElement("canvas"));
+            for (let i = 0; i < 216000; i++) chart.add(1_000_000 + i * 100, 22000 + (i % 977) * 0.05);
+            const gaps = chart.times.slice(1).map((t, i) => t - chart.times[i]).sort((a, b) => a - b);
+            return [chart.times[0], chart.times.at(-1), chart.times.length, MAX_POINTS,
+                    [gaps[0], gaps.at(-1)]];
+        }"""
+    )
+    assert first == 1_000_000 and last == 1_000_000 + 215_999 * 100  # the morning and now
+    assert max_points // 2 <= count <= max_points
+    assert gaps[1] <= 2.5 * gaps[0]  # one resolution over the session, within a factor
+
+
 def test_feed_alert_and_stale_show_a_banner(daphne_server, daphne_user, page):
     log_in(page, daphne_server, daphne_user)
     expect(page.locator("#socket-state")).to_have_attribute("data-state", "live")
