@@ -192,7 +192,8 @@ def test_streams_catch_up_after_redis_comes_back(prefix, tmp_path):
         return pipeline, alerts
 
     pipeline, alerts = asyncio.run(main())
-    assert alerts == ["flush failing"]
+    # Whichever step failed last names itself (flush, write_status or publish_snapshot).
+    assert len(alerts) == 1 and alerts[0].endswith(" failing")
     assert pipeline.feed_status()["alert"] == ""
     assert pipeline.stats.rows_written == 180
     r = redis.Redis.from_url(settings.REDIS_URL)
