@@ -7,10 +7,13 @@ For everyone's reuse:
   such as MARKET_GROUP are private to the test.
 - `daphne_server`: a real Daphne serving `auctionsite.asgi:application` in a subprocess, with its own
   migrated SQLite database, var/ and history directories, Redis database and channel prefix.
-  `daphne_server.manage(...)` runs `manage.py` against the same environment.
+  `daphne_server.manage(...)` runs `manage.py` against the same environment, `spawn_manage(...)`
+  starts one in the background (e.g. runfeed; stopped with the server), and `sibling()` gives a
+  second server over the same database that a test may stop and restart.
 - `daphne_user`: a (non-staff) user in that server's database; `(username, password)`.
 - `browser` / `page`: headless Chromium (/usr/bin/chromium) through Playwright. Skipped when Chromium
   is absent, except in CI (CI=true), where that is a failure. Mark such tests `@pytest.mark.browser`.
+  An uncaught JavaScript exception on a `page` fails its test.
 - `ARTIFACTS_DIR` (var/test-artifacts/): screenshots; CI keeps the directory.
 """
 
