@@ -6,9 +6,10 @@
   at least every `flush_ms`, on a dedicated worker thread so a slow Parquet write never stalls the
   loop (the writer is not thread-safe: exactly one thread ever touches it);
 * XADDs every tick, msgpack-packed, to a bounded Redis Stream per instrument
-  (`feeds.groups.tick_stream_key`, MAXLEN ~ `stream_maxlen`), batched in one server-side script call
-  per few thousand ticks, in the same flush; the stream
-  ids of each flush are what the `on_flush` hooks receive (strategy dispatch names those ranges);
+  (`feeds.groups.tick_stream_key`, MAXLEN ~ `stream_maxlen`) every `stream_ms` (~100 ms, the live
+  path's latency), one server-side script call per few thousand ticks; the stream ids of each
+  batch are what the `on_flush` hooks receive (strategy dispatch names those ranges). While Redis
+  is unreachable the ticks wait (bounded) and go out in order when it answers again;
 * sends conflated `market.snapshot` messages to the Channels group every `snapshot_ms` (the
   instruments that changed, plus everything every few seconds) and keeps the last full snapshot
   in Redis (`LAST_SNAPSHOT_KEY`) for pages that connect later;
@@ -45,6 +46,8 @@ STATUS_EVERY_S = 1.0
 HIGH_WATER = 200_000
 # While the session is open, this long without a tick raises the feed alert.
 STALE_AFTER_S = 10.0
+# How often ticks go to the Redis Streams (and the on_flush hooks run): the live path's latency.
+STREAM_FLUSH_MS = 100
 # Commands per Redis round trip: big enough to amortise it, small enough to keep the loop responsive.
 XADD_CHUNK = 5_000
 # Ticks kept for the streams while Redis is unreachable (the store still gets every tick).
@@ -67,7 +70,6 @@ class FlushReport:
 
     ranges: dict[str, tuple[str, str]]
     ticks: int
-    rows_written: int
     last_tick_ms: int
 
 
@@ -155,21 +157,31 @@ class PipelineStats:
     ticks_in: int = 0
     ticks_streamed: int = 0
     rows_written: int = 0
-    flushes: int = 0
+    flushes: int = 0  # store flushes with ticks
+    stream_flushes: int = 0
+    stream_errors: int = 0
     snapshots_sent: int = 0
-    flush_ms: list[float] = field(default_factory=list)  # duration of each flush with ticks
+    flush_ms: list[float] = field(default_factory=list)  # duration of each store flush with ticks
+    stream_flush_ms: list[float] = field(default_factory=list)  # each XADD batch, hooks excluded
 
     def flush_summary(self) -> dict:
-        if not self.flush_ms:
-            return {"count": 0}
-        ordered = sorted(self.flush_ms)
-        return {
-            "count": len(ordered),
-            "mean_ms": round(sum(ordered) / len(ordered), 2),
-            "p50_ms": round(ordered[len(ordered) // 2], 2),
-            "p95_ms": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 2),
-            "max_ms": round(ordered[-1], 2),
-        }
+        return _summary(self.flush_ms)
+
+    def stream_flush_summary(self) -> dict:
+        return _summary(self.stream_flush_ms)
+
+
+def _summary(durations: list[float]) -> dict:
+    if not durations:
+        return {"count": 0}
+    ordered = sorted(durations)
+    return {
+        "count": len(ordered),
+        "mean_ms": round(sum(ordered) / len(ordered), 2),
+        "p50_ms": round(ordered[len(ordered) // 2], 2),
+        "p95_ms": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 2),
+        "max_ms": round(ordered[-1], 2),
+    }
 
 
 class FeedPipeline:
@@ -186,6 +198,7 @@ class FeedPipeline:
         names: dict[str, str] | None = None,
         options: dict[str, OptionInfo] | None = None,
         flush_ms: int = 500,
+        stream_ms: int = STREAM_FLUSH_MS,
         snapshot_ms: int = 100,
         stream_maxlen: int = 500_000,
         key_prefix: str = "",
@@ -197,6 +210,7 @@ class FeedPipeline:
         self.redis = redis
         self.layer = channel_layer
         self.flush_s = min(max(flush_ms, 10), 1000) / 1000.0  # never less often than every second
+        self.stream_s = max(stream_ms, 5) / 1000.0
         self.snapshot_s = max(snapshot_ms, 10) / 1000.0
         self.stream_maxlen = stream_maxlen
         # A prefix on every Redis key and the group name lets tests (and a second feed) run beside
@@ -226,14 +240,16 @@ class FeedPipeline:
         }
         self.last_tick_ms = 0
         self._last_tick_wall = time.monotonic()
-        self._pending: list[Tick] = []
+        self._pending: list[Tick] = []  # for the history store
+        self._stream_pending: list[Tick] = []  # for the Redis Streams (when there is a Redis)
         self._changed: set[str] = set()
         self._stream_keys: dict[str, str] = {}
         self._xadd_script = None
         self._stream_backlog: list[Tick] = []
         self._logged_failure: dict[str, float] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history-writer")
-        self._flush_lock = asyncio.Lock()
+        self._store_lock = asyncio.Lock()
+        self._stream_lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._source_task: asyncio.Task | None = None
         self._rate_mark = (time.monotonic(), 0)
@@ -243,6 +259,8 @@ class FeedPipeline:
     # --- TickSink ------------------------------------------------------------------------------
     def put(self, ticks: Iterable[Tick]) -> None:
         pending = self._pending
+        streaming = self.redis is not None
+        stream_pending = self._stream_pending
         quotes = self.quotes
         options = self.options
         option_state = self._option_state
@@ -250,6 +268,8 @@ class FeedPipeline:
         last = self.last_tick_ms
         for t in ticks:
             pending.append(t)
+            if streaming:
+                stream_pending.append(t)
             n += 1
             if t.ts_ms > last:
                 last = t.ts_ms
@@ -269,7 +289,9 @@ class FeedPipeline:
 
     async def drain(self) -> None:
         """Backpressure for fast sources: wait while too many ticks are buffered."""
-        while len(self._pending) >= self.high_water and not self._stopping.is_set():
+        while (
+            len(self._pending) >= self.high_water or len(self._stream_pending) >= self.high_water
+        ) and not self._stopping.is_set():
             await asyncio.sleep(0.005)
 
     # --- running -------------------------------------------------------------------------------
@@ -277,7 +299,8 @@ class FeedPipeline:
         """Run `source` into this pipeline until it ends or `stop()` is called, then flush
         everything, publish a last snapshot and status, and close the writer."""
         loops = [
-            asyncio.create_task(self._every(self.flush_s, self.flush), name="flush"),
+            asyncio.create_task(self._every(self.stream_s, self.flush_streams), name="streams"),
+            asyncio.create_task(self._every(self.flush_s, self.flush_store), name="store"),
             asyncio.create_task(self._every(self.snapshot_s, self.publish_snapshot), name="snapshot"),
             asyncio.create_task(self._every(STATUS_EVERY_S, self.write_status), name="status"),
         ]
@@ -302,17 +325,22 @@ class FeedPipeline:
             self._source_task.cancel()
 
     async def close(self) -> None:
+        """Flush everything (the store first: it must get every tick even if Redis is away), then a
+        last snapshot and status, and close the writer."""
         for _ in range(3):
-            if not self._pending and not self._stream_backlog:
-                break
             try:
                 while self._pending:
-                    await self.flush()
-                if self._stream_backlog:
-                    await self.flush()  # one more try for ticks a Redis error held back
+                    await self.flush_store()
             except Exception:
-                log.exception("final flush failed")
-                await asyncio.sleep(0.5)
+                log.exception("final store flush failed")
+            try:
+                if self._stream_pending or self._stream_backlog:
+                    await self.flush_streams()
+            except Exception:
+                log.exception("final stream flush failed")
+            if not (self._pending or self._stream_pending or self._stream_backlog):
+                break
+            await asyncio.sleep(0.5)
         self.status["connected"] = False
         await self.publish_snapshot(full=True)
         await self.write_status()
@@ -358,49 +386,65 @@ class FeedPipeline:
         return key
 
     async def flush(self) -> None:
-        async with self._flush_lock:
+        """Everything buffered, now: the streams, then the history store."""
+        await self.flush_streams()
+        while self._pending:
+            await self.flush_store()
+
+    async def flush_streams(self) -> None:
+        """XADD what arrived since the last call (every `stream_ms`: the live path strategies wait
+        on), then tell the `on_flush` hooks which stream ranges were written."""
+        async with self._stream_lock:
+            batch = self._stream_pending
+            self._stream_pending = []
+            if self._stream_backlog:
+                # Ticks a failed XADD left behind go first, so each stream stays in order.
+                batch = self._stream_backlog + batch
+                self._stream_backlog = []
+            if not batch or self.redis is None:
+                return
+            started = time.perf_counter()
+            try:
+                ranges = await self._xadd(batch)
+            except Exception:
+                # Redis away: keep the ticks (bounded), retry next time; the store is unaffected.
+                self.stats.stream_errors += 1
+                self._stream_backlog = batch[-STREAM_BACKLOG_MAX:]
+                raise
+            self.stats.stream_flush_ms.append((time.perf_counter() - started) * 1000.0)
+            self.stats.stream_flushes += 1
+            report = FlushReport(ranges=ranges, ticks=len(batch), last_tick_ms=batch[-1].ts_ms)
+            for hook in list(self.on_flush):
+                result = hook(report)
+                if inspect.isawaitable(result):
+                    await result
+
+    async def flush_store(self) -> None:
+        """Hand the buffered ticks to the history writer on its thread and publish them (at least
+        every `flush_ms`). A failed write puts the batch back: the writer drops what it already had."""
+        async with self._store_lock:
+            if self.writer is None:
+                self._pending = []
+                return
+            loop = asyncio.get_running_loop()
             if len(self._pending) <= self.high_water:
                 batch, self._pending = self._pending, []
             else:
                 batch = self._pending[: self.high_water]
                 del self._pending[: self.high_water]
-            if not batch and not self._stream_backlog:
-                if self.writer is not None:
-                    # Lets the writer seal finished candles on a quiet feed.
-                    await asyncio.get_running_loop().run_in_executor(self._executor, self.writer.flush)
+            if not batch:
+                # Lets the writer seal finished candles on a quiet feed.
+                await loop.run_in_executor(self._executor, self.writer.flush)
                 return
             started = time.perf_counter()
-            last_ms = batch[-1].ts_ms if batch else self._stream_backlog[-1].ts_ms
-            loop = asyncio.get_running_loop()
-            store = (
-                loop.run_in_executor(self._executor, self._write_history, batch)
-                if self.writer is not None
-                else None
-            )
-            ranges: dict[str, tuple[str, str]] = {}
-            stream_error = None
-            if self.redis is not None:
-                # Ticks a failed XADD left behind go first, so each stream stays in order.
-                to_stream = self._stream_backlog + batch if self._stream_backlog else batch
-                try:
-                    ranges = await self._xadd(to_stream)
-                    self._stream_backlog = []
-                    if self.status.get("alert") == "flush failing":
-                        self.status["alert"] = ""
-                except Exception as exc:  # Redis away: keep the ticks, retry with the next flush
-                    stream_error = exc
-                    self._stream_backlog = to_stream[-STREAM_BACKLOG_MAX:]
-            rows = await store if store is not None else 0  # a store error propagates (and is logged)
+            try:
+                rows = await loop.run_in_executor(self._executor, self._write_history, batch)
+            except Exception:
+                self._pending[:0] = batch
+                raise
             self.stats.flush_ms.append((time.perf_counter() - started) * 1000.0)
             self.stats.flushes += 1
             self.stats.rows_written += rows
-            if stream_error is not None:
-                raise stream_error
-            report = FlushReport(ranges=ranges, ticks=len(batch), rows_written=rows, last_tick_ms=last_ms)
-            for hook in list(self.on_flush):
-                result = hook(report)
-                if inspect.isawaitable(result):
-                    await result
 
     def _write_history(self, batch: list[Tick]) -> int:
         rows = self.writer.write_ticks(batch)

@@ -179,7 +179,7 @@ def test_streams_catch_up_after_redis_comes_back(prefix, tmp_path):
         alerts = []
 
         async def heal():
-            while pipeline.stats.flushes < 5:
+            while pipeline.stats.stream_errors < 3:
                 await asyncio.sleep(0.05)
             alerts.append(pipeline.feed_status()["alert"])
             pipeline.redis = live

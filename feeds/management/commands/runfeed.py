@@ -26,7 +26,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils.module_loading import import_string
 
 from feeds import contracts, universe
-from feeds.pipeline import FeedPipeline, OptionInfo, option_infos
+from feeds.pipeline import STREAM_FLUSH_MS, FeedPipeline, OptionInfo, option_infos
 from feeds.sources import TickSource
 
 log = logging.getLogger("feeds.runfeed")
@@ -103,13 +103,14 @@ class Command(BaseCommand):
         )
         s = pipeline.stats
         log.info(
-            "runfeed exit: ticks=%d streamed=%d rows_written=%d snapshots=%d duration=%.1fs flush=%s",
+            "runfeed exit: ticks=%d streamed=%d rows_written=%d snapshots=%d duration=%.1fs store_flush=%s stream_flush=%s",
             s.ticks_in,
             s.ticks_streamed,
             s.rows_written,
             s.snapshots_sent,
             time.monotonic() - started,
             s.flush_summary(),
+            s.stream_flush_summary(),
         )
 
     def _build_source(
@@ -237,6 +238,7 @@ class Command(BaseCommand):
             names=names,
             options=options_meta,
             flush_ms=settings.FEED_FLUSH_MS,
+            stream_ms=getattr(settings, "FEED_STREAM_MS", STREAM_FLUSH_MS),
             snapshot_ms=settings.FEED_SNAPSHOT_MS,
             stream_maxlen=settings.TICK_STREAM_MAXLEN,
             key_prefix=prefix,
