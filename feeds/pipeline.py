@@ -65,7 +65,7 @@ return ids
 
 @dataclass(frozen=True, slots=True)
 class FlushReport:
-    """What one flush put into the streams: per instrument, the first and last stream id written.
+    """What one stream batch wrote: per instrument, the first and last stream id.
     A strategy task reads `XRANGE stream first last` (a claim check, never the ticks themselves)."""
 
     ranges: dict[str, tuple[str, str]]
@@ -226,8 +226,8 @@ class FeedPipeline:
         # Options whose last price and OI feed the compact per-underlying summary in full snapshots.
         self.options = dict(options or {})
         self._option_state: dict[str, tuple[float, float]] = {}
-        # Strategy dispatch hooks in here: each is called after every flush with the stream ranges
-        # it wrote ("send each enabled strategy a task naming the stream range").
+        # Strategy dispatch hooks in here: each is called after every stream batch (~100 ms) with
+        # the stream ranges it wrote ("send each enabled strategy a task naming the stream range").
         self.on_flush: list[FlushHook] = []
         self.stats = PipelineStats()
         self.status: dict[str, object] = {
