@@ -1,0 +1,154 @@
+"""Executing runs in-process: the same metrics and trades as `manage.py backtest` on the same history
+store, costs off, cancel between sessions, progress counting and ETA."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from io import StringIO
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+
+from strategies.backtest.data import CandleSeries
+from strategies.backtests import services
+from strategies.backtests.models import BacktestRun
+from strategies.backtests.progress import ObservedSeries, RunCancelled, SessionProgress, eta_seconds
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def no_queue(settings):
+    settings.BACKTESTS_QUEUE = "test.backtests.never-consumed"
+
+
+@pytest.fixture
+def user():
+    return get_user_model().objects.create_user("svc", password="pw-svc-123")
+
+
+def start(user, **fields):
+    base = {
+        "user": user,
+        "strategy": "ib_breakout",
+        "parameters": {},
+        "instruments": ["NSE_INDEX|Nifty 50"],
+        "start": date(2024, 3, 1),
+        "end": date(2024, 3, 31),
+    }
+    return BacktestRun.objects.get(pk=services.start_backtest(**{**base, **fields}).pk)
+
+
+def shell(*args: str) -> dict:
+    out = StringIO()
+    call_command("backtest", *args, "--json", stdout=out)
+    return json.loads(out.getvalue())
+
+
+@pytest.mark.parametrize(
+    ("fill", "params", "cli"),
+    [
+        ("underlying", {}, []),
+        (
+            "underlying",
+            {"row_size": "2.5", "exit_time": "14:00"},
+            ["--param", "row_size=2.5", "--param", "exit_time=14:00"],
+        ),
+        ("modelled", {}, ["--fill", "modelled"]),
+    ],
+)
+def test_a_run_stores_what_the_shell_command_prints(user, history_dir, fill, params, cli):
+    run = start(user, fill=fill, parameters=params)
+    assert services.execute_run(run.pk) == "done"
+    run.refresh_from_db()
+    expected = shell("ib_breakout", "--from", "2024-03-01", "--to", "2024-03-31", *cli)
+    assert run.metrics == expected["metrics"]
+    stored = [{k: v for k, v in t.items() if k != "profile_at_entry"} for t in run.trades]
+    assert json.loads(json.dumps(stored)) == expected["trades"]
+    assert expected["metrics"]["trades"] > 0
+    assert (run.sessions_done, run.sessions_total) == (6, 6)
+    assert len(run.session_summaries) == 6 and {"open_type", "day_type", "value_relation"} <= set(
+        run.session_summaries[0]
+    )
+    assert all(t["profile_at_entry"]["tpo_counts"] for t in run.trades)
+    assert run.equity[-1][1] == pytest.approx(expected["metrics"]["net_pnl"], abs=0.006)
+
+
+def test_costs_off_reports_gross_as_net(user, history_dir):
+    on, off = start(user, fill="modelled"), start(user, fill="modelled", costs=False)
+    services.execute_run(on.pk)
+    services.execute_run(off.pk)
+    on.refresh_from_db()
+    off.refresh_from_db()
+    assert on.metrics["costs"] > 0 and off.metrics["costs"] == 0
+    assert off.metrics["net_pnl"] == off.metrics["gross_pnl"] == on.metrics["gross_pnl"]
+
+
+def test_a_cancel_requested_while_running_stops_before_the_next_session(user, history_dir, monkeypatch):
+    run = start(user)
+    real_load = services.load_series
+
+    def load_then_cancel(*args):
+        # the user presses Cancel while the worker loads the data
+        BacktestRun.objects.filter(pk=run.pk).update(cancel_requested=True)
+        return real_load(*args)
+
+    monkeypatch.setattr(services, "load_series", load_then_cancel)
+    assert services.execute_run(run.pk) == "cancelled"
+    run.refresh_from_db()
+    assert run.sessions_done == 0 and run.sessions_total == 6 and run.metrics == {} and run.finished_at
+
+
+def test_a_queued_run_cancelled_never_runs(user, history_dir):
+    run = services.request_cancel(start(user))
+    assert run.state == "cancelled"
+    assert services.execute_run(run.pk) == "cancelled"
+    run.refresh_from_db()
+    assert run.started_at is None and run.sessions_total == 0
+
+
+def test_a_failing_run_is_marked_failed_with_its_reason(user, history_dir):
+    run = start(user, start=date(2020, 1, 1), end=date(2020, 1, 31))
+    assert services.execute_run(run.pk) == "failed"
+    run.refresh_from_db()
+    assert "no candles" in run.error
+
+
+def test_sweep_combinations_cover_the_grid():
+    combos = services.sweep_combinations({"a": [1, 2], "b": ["x", "y", "z"]})
+    assert len(combos) == 6 and combos[0] == {"a": 1, "b": "x"} and combos[-1] == {"a": 2, "b": "z"}
+
+
+def test_eta_and_throttled_progress_with_cancel():
+    assert (
+        eta_seconds(10.0, 0, 10) is None and eta_seconds(10.0, 5, 10) == 10.0 and eta_seconds(3, 10, 10) == 0
+    )
+    now = [0.0]
+    reports: list[tuple] = []
+    flag = {"cancel": False}
+    progress = SessionProgress(4, lambda *r: reports.append(r), lambda: flag["cancel"], clock=lambda: now[0])
+    on_session = progress.instrument(0)
+    on_session(0)
+    now[0] = 0.1
+    on_session(1)  # within the throttle interval: not reported
+    now[0] = 1.0
+    on_session(2)
+    assert reports == [(0, 4, None), (2, 4, 1.0)]
+    flag["cancel"] = True
+    with pytest.raises(RunCancelled):
+        on_session(3)
+    on_session(4)  # the end is always reported and never cancelled
+    assert reports[-1] == (4, 4, 0.0)
+
+
+def test_observed_series_reports_each_session_to_the_runner():
+    day_ms = 86_400_000
+    base = 1_709_523_900_000  # 2024-03-04 09:15 IST
+    ts = [base, base + 60_000, base + day_ms, base + 2 * day_ms]
+    series = CandleSeries("K", ts, [1.0] * 4, [1.0] * 4, [1.0] * 4, [1.0] * 4, [0] * 4)
+    seen: list[int] = []
+    observed = ObservedSeries.of(series, seen.append)
+    days = [d for d, _, _ in observed.session_bounds()]
+    assert seen == [0, 1, 2, 3] and len(days) == 3 and observed.ts_ms is series.ts_ms
