@@ -676,6 +676,8 @@ class SimSource:
         self.instruments = self.session.keys
         self.start_s = session_second(self.day, start) if start else 0
         self.end_s = session_second(self.day, end) if end else SESSION_SECONDS
+        if self.start_s >= SESSION_SECONDS:
+            raise ValueError("the start is at or after the 15:30 close: nothing to simulate")
         if self.end_s <= self.start_s:
             raise ValueError("the session slice is empty (end must be after start)")
         self.ticks_emitted = 0

@@ -168,6 +168,8 @@ def test_bad_arguments_are_one_line_errors(settings, tmp_path):
         (["--source", "sim", "--date", "2025-12-01", "--instruments", "NSE_FO|1"], "unknown instrument"),
         (["--source", "sim", "--start", "25:00"], "bad --start"),
         (["--source", "sim", "--speed", "0"], "bad --speed"),
+        (["--source", "sim", "--date", "2025-12-01", "--start", "15:45"], "after the 15:30 close"),
+        (["--source", "sim", "--date", "2025-12-01", "--start", "11:00", "--end", "10:00"], "slice is empty"),
         (["--source", "replay"], "needs --date"),
         (["--source", "replay", "--date", "2025-12-01"], "no stored data for 2025-12-01"),
     ]

@@ -46,10 +46,13 @@ def _parse_date(value: str | None) -> date | None:
 def _parse_time(value: str | None, flag: str) -> dtime | None:
     if value is None:
         return None
+    if value == "now":
+        # The wall clock's time of day in IST: a sim of today at speed 1 then tracks the real clock.
+        return datetime.now(contracts.IST).time().replace(microsecond=0)
     try:
         return dtime.fromisoformat(value)
     except ValueError:
-        raise CommandError(f"bad {flag} {value!r}: expected HH:MM or HH:MM:SS (IST)") from None
+        raise CommandError(f"bad {flag} {value!r}: expected HH:MM, HH:MM:SS (IST) or now") from None
 
 
 class Command(BaseCommand):
@@ -63,7 +66,9 @@ class Command(BaseCommand):
         parser.add_argument("--date", default=None, help="session day YYYY-MM-DD (sim: also the seed)")
         parser.add_argument("--instruments", default=None, help="comma-separated instrument keys")
         parser.add_argument(
-            "--start", default=None, help="start of the session slice, HH:MM[:SS] IST (sim, replay)"
+            "--start",
+            default=None,
+            help="start of the session slice, HH:MM[:SS] IST or 'now' (sim, replay; default 09:15)",
         )
         parser.add_argument(
             "--end", default=None, help="end of the session slice, HH:MM[:SS] IST (sim, replay)"
