@@ -126,6 +126,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         "run": run,
         "metric_rows": _metric_rows(run),
         "ws_path": f"/ws/backtests/{run.pk}/",
+        "percent": round(100 * run.sessions_done / run.sessions_total) if run.sessions_total else 0,
         "report": {
             "equity": run.equity,
             "trades": run.trades,

@@ -3,13 +3,20 @@ history store with the real `HistoryWriter`."""
 
 from __future__ import annotations
 
+import os
 import random
+import secrets
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
+from feeds.groups import WORKER_HEARTBEATS_KEY
 from feeds.ticks import IST
 
 NIFTY = "NSE_INDEX|Nifty 50"
@@ -77,3 +84,103 @@ def history_dir(tmp_path, settings):
     write_history(root, make_history(trading_days(date(2024, 3, 4), 6)))
     settings.HISTORY_DIR = root
     return root
+
+
+# --- A real site: Daphne + a backtests Celery worker on a private queue -------------------------
+
+# The subprocesses' settings: the project's, with a private channel prefix (as tests/conftest.py's
+# Daphne) and a private backtests queue, so the worker takes only this test session's runs.
+_SITE_SETTINGS = """
+import os
+from auctionsite.settings import *  # noqa: F403
+CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = os.environ["TEST_CHANNEL_PREFIX"]  # noqa: F405
+BACKTESTS_QUEUE = os.environ["TEST_BACKTESTS_QUEUE"]
+"""
+
+MARCH_DAYS = trading_days(date(2024, 3, 4), 6)  # quick runs
+LONG_DAYS = trading_days(date(2023, 1, 2), 120)  # a run long enough to cancel
+
+
+@dataclass
+class BacktestSite:
+    server: object  # tests.conftest.DaphneServer
+    queue: str
+    worker: subprocess.Popen
+    user: tuple[str, str]
+
+    def shell(self, code: str, timeout: float = 180) -> str:
+        return self.server.manage("shell", "-c", code, timeout=timeout).stdout
+
+    def worker_log(self) -> str:
+        path = self.server.var_dir / "backtests-worker.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+
+@pytest.fixture(scope="session")
+def backtest_site(tmp_path_factory, test_redis_url):
+    """Daphne (own SQLite database, history store, channel prefix) and a `celery worker` of the same
+    environment consuming a private backtests queue; a user `(name, password)` to log in with."""
+    import redis
+
+    from tests.conftest import BASE_DIR, DaphneServer, free_port
+
+    root = tmp_path_factory.mktemp("backtest-site")
+    (root / "settings_pkg").mkdir()
+    (root / "settings_pkg" / "backtest_site_settings.py").write_text(_SITE_SETTINGS)
+    write_history(root / "history", make_history(LONG_DAYS, seed=3))
+    write_history(root / "history", make_history(MARCH_DAYS))
+    prefix = f"test-{secrets.token_hex(6)}"
+    queue = f"test.backtests.{secrets.token_hex(4)}"
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DJANGO_", "DATABASE_", "REDIS_", "CELERY_", "PYTEST_"))
+    }
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "backtest_site_settings",
+            "PYTHONPATH": os.pathsep.join([str(root / "settings_pkg"), str(BASE_DIR)]),
+            "TEST_CHANNEL_PREFIX": prefix,
+            "TEST_BACKTESTS_QUEUE": queue,
+            "DATABASE_URL": f"sqlite:///{root / 'db.sqlite3'}",
+            "VAR_DIR": str(root / "var"),
+            "HISTORY_DIR": str(root / "history"),
+            "REDIS_URL": test_redis_url,
+            "SERVE_STATIC": "true",
+            "DEBUG": "false",
+            "UPSTOX_ACCESS_TOKEN": "",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    server = DaphneServer(
+        port=free_port(), env=env, redis_url=test_redis_url, channel_prefix=prefix, var_dir=root
+    )
+    server.manage("migrate", "--noinput", timeout=300)
+    password = secrets.token_urlsafe(12)
+    server.manage(
+        "shell",
+        "-c",
+        f"from django.contrib.auth import get_user_model; get_user_model().objects.create_user('bt', password={password!r})",
+    )
+    node = f"{queue}@{socket.gethostname()}"
+    with open(root / "backtests-worker.log", "wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "auctionsite", "worker", "-Q", queue, "-n", node]
+            + ["--pool", "solo", "--without-mingle", "--without-gossip", "-l", "INFO"],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server.children.append(worker)  # stopped with the server
+    try:
+        server.start()
+        yield BacktestSite(server, queue, worker, ("bt", password))
+    finally:
+        server.stop()
+        client = redis.Redis.from_url(test_redis_url)
+        try:
+            client.delete(queue, f"_kombu.binding.{queue}")
+            client.hdel(WORKER_HEARTBEATS_KEY, node)
+        finally:
+            client.close()
