@@ -9,6 +9,11 @@ from __future__ import annotations
 # {"type": "market.snapshot", "instruments": {key: {...}}, "feed": {...}}.
 MARKET_GROUP = "market"
 
+# Channels group receiving the live strategies' updates (signals, orders, positions, PnL) from
+# their workers, one message per evaluated batch: {"type": "strategy.update", "slug": ..., ...};
+# the full shape is documented in `strategies.live.worker.strategy_update_message`.
+STRATEGY_GROUP = "strategies"
+
 # Redis hash the feed refreshes every second: source, state, connected, ticks_per_s,
 # last_tick_ms, heartbeat_ms, alert (empty when all is well).
 FEED_STATUS_KEY = "feed:status"

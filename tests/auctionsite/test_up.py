@@ -55,6 +55,7 @@ def plan(tmp_path, **overrides) -> UpPlan:
     return UpPlan(**values)
 
 
+@pytest.mark.django_db  # one worker per enabled strategy comes from the database (none here)
 def test_the_processes_up_runs(tmp_path):
     specs = {spec.name: spec for spec in desired_processes(plan(tmp_path))}
     assert set(specs) == {"feed", "web", "maintenance", "backtests", "beat"}

@@ -76,12 +76,12 @@ def strategy_worker_spec(slug: str) -> ProcessSpec:
 
 
 def strategy_worker_specs(plan: UpPlan) -> list[ProcessSpec]:
-    """One worker per enabled strategy. Empty until live strategy evaluation exists.
+    """One worker per enabled strategy, from the database. `up` re-reads it every few seconds and
+    starts or stops workers to match: enabling a strategy in the admin starts its worker, disabling
+    stops only that one (parameter changes need no restart: the worker picks up the new version)."""
+    from strategies.selectors import enabled_strategies
 
-    The strategies issue returns `[strategy_worker_spec(slug) for slug in <enabled slugs>]` here;
-    `up` re-reads it every few seconds and starts or stops workers to match.
-    """
-    return []
+    return [strategy_worker_spec(slug) for slug in enabled_strategies().values_list("slug", flat=True)]
 
 
 def site_processes(plan: UpPlan) -> list[ProcessSpec]:

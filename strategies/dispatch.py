@@ -1,0 +1,140 @@
+"""Strategy dispatch, in the feed process: after each flush, one claim check per enabled strategy.
+
+`StrategyDispatcher` is a `FeedPipeline.on_flush` hook (registered through the FEED_FLUSH_HOOKS
+setting, `flush_hook` being the factory runfeed calls). Each flush reports, per instrument, the
+first and last stream id it wrote. The dispatcher coalesces those ranges and, at most every
+`interval_s` (~100 ms), sends each enabled strategy whose instruments ticked ONE task
+`strategies.tasks.evaluate(slug=..., ranges={stream_key: [first_id, last_id]}, prefix=...)` —
+never the ticks themselves. The worker reads from its own checkpoint up to `last_id`, so a range
+that is coalesced, late or lost only delays ticks, it never drops them.
+
+It must never block the feed's loop: the enabled set (slug -> instruments) is read from the
+database on a thread and cached for `refresh_s` (~1 s; the flush uses the cached set meanwhile),
+and tasks are published to the broker on a thread. A failing database or broker is logged (at most
+every 30 s) and retried on the next flush; the feed keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from feeds.groups import tick_stream_key
+
+log = logging.getLogger(__name__)
+
+DISPATCH_INTERVAL_S = 0.1
+ENABLED_REFRESH_S = 1.0
+# A task older than this is dropped by the worker unstarted; the next one covers its ticks anyway.
+TASK_EXPIRES_S = 300
+LOG_EVERY_S = 30.0
+
+EnabledSet = dict[str, tuple[str, ...]]  # slug -> instrument keys
+
+
+def load_enabled() -> EnabledSet:
+    """The enabled strategies and their instruments (runs on a thread, never on the feed loop)."""
+    from django.db import close_old_connections
+
+    from strategies.selectors import enabled_strategies
+
+    close_old_connections()
+    return {slug: tuple(keys) for slug, keys in enabled_strategies().values_list("slug", "instruments")}
+
+
+def send_evaluate(slug: str, ranges: dict[str, list[str]], prefix: str) -> None:
+    from strategies.tasks import evaluate
+
+    evaluate.apply_async(kwargs={"slug": slug, "ranges": ranges, "prefix": prefix}, expires=TASK_EXPIRES_S)
+
+
+class StrategyDispatcher:
+    def __init__(
+        self,
+        *,
+        prefix: str = "",
+        interval_s: float = DISPATCH_INTERVAL_S,
+        refresh_s: float = ENABLED_REFRESH_S,
+        load: Callable[[], EnabledSet] = load_enabled,
+        send: Callable[[str, dict[str, list[str]], str], None] = send_evaluate,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.prefix = prefix
+        self.interval_s = interval_s
+        self.refresh_s = refresh_s
+        self._load = load
+        self._send = send
+        self._clock = clock
+        self.enabled: EnabledSet | None = None  # None until the first load answered
+        self._loaded_at = -1e18
+        self._refresh: asyncio.Task | None = None
+        self._pending: dict[str, list[str]] = {}  # instrument key -> [first id, last id]
+        self._last_sent = -1e18
+        self._logged: dict[str, float] = {}
+        self.tasks_sent = 0
+
+    async def __call__(self, report) -> None:
+        """The on_flush hook: take the flush's ranges, send what is due."""
+        for key, (first, last) in report.ranges.items():
+            held = self._pending.get(key)
+            self._pending[key] = [held[0] if held else first, last]
+        self._refresh_if_stale()
+        if self.enabled is None and self._refresh is not None and self._last_sent < -1e17:
+            # The very first flush: wait for the enabled set once rather than hold every range.
+            await asyncio.wait({self._refresh}, timeout=2.0)
+            self._refresh_if_stale()
+        if self.enabled is None or not self._pending:
+            return
+        if self._clock() - self._last_sent < self.interval_s:
+            return  # coalesce: the next flush sends these ranges with its own
+        batch = self.tasks_for(self._pending)
+        self._pending = {}
+        self._last_sent = self._clock()
+        if batch:
+            await asyncio.to_thread(self._send_all, batch)
+
+    def tasks_for(self, pending: dict[str, list[str]]) -> list[tuple[str, dict[str, list[str]]]]:
+        """(slug, ranges by stream key) for each enabled strategy whose instruments are in `pending`."""
+        out = []
+        for slug, instruments in sorted((self.enabled or {}).items()):
+            ranges = {
+                self.prefix + tick_stream_key(key): list(pending[key])
+                for key in instruments
+                if key in pending
+            }
+            if ranges:
+                out.append((slug, ranges))
+        return out
+
+    def _send_all(self, batch: list[tuple[str, dict[str, list[str]]]]) -> None:
+        for slug, ranges in batch:
+            try:
+                self._send(slug, ranges, self.prefix)
+                self.tasks_sent += 1
+            except Exception as exc:  # the broker is away: the next flush's task covers these ticks
+                self._log_failure("send", f"strategy dispatch: task for {slug} not sent ({exc!r})")
+
+    def _refresh_if_stale(self) -> None:
+        if self._refresh is not None and self._refresh.done():
+            try:
+                self.enabled = self._refresh.result()
+                self._loaded_at = self._clock()
+            except Exception as exc:  # no database (yet): keep the last known set
+                self._loaded_at = self._clock()
+                self._log_failure("load", f"strategy dispatch: enabled strategies not read ({exc!r})")
+            self._refresh = None
+        if self._refresh is None and self._clock() - self._loaded_at >= self.refresh_s:
+            self._refresh = asyncio.ensure_future(asyncio.to_thread(self._load))
+
+    def _log_failure(self, what: str, message: str) -> None:
+        now = time.monotonic()
+        if now - self._logged.get(what, -1e18) >= LOG_EVERY_S:
+            self._logged[what] = now
+            log.warning(message)
+
+
+def flush_hook(pipeline) -> StrategyDispatcher:
+    """The FEED_FLUSH_HOOKS factory runfeed calls with its pipeline."""
+    return StrategyDispatcher(prefix=pipeline.key_prefix)

@@ -1,0 +1,502 @@
+"""The strategy worker's process state and the one thing it does: evaluate a claim check.
+
+A strategy worker (`celery worker -Q strategy.<slug> --pool solo -c 1`) keeps one `StrategyWorker`
+per process, holding `{slug: LiveStrategy}` in memory. For each `strategies.tasks.evaluate` task:
+
+1. It loads the configuration (one query). Disabled or gone: it forgets the strategy and does
+   nothing. A new `version` with the same class and instruments retunes the running strategy
+   (`LiveStrategy.retune`: an open position is kept, with its stop and target); another class or
+   instrument list rebuilds it.
+2. On the first task after a start (or a rebuild) it reconstructs the in-memory state: the prior
+   sessions' 1-minute candles from the history store warm the engine; then today's ticks are
+   replayed silently up to the stored checkpoint (`StrategyCheckpoint`) — from the Redis stream,
+   and from the history store for the part of the session the stream no longer holds. A strategy
+   with no checkpoint yet (just enabled) replays up to the start of the task's range, so it knows
+   the session so far but trades only from now on.
+3. It reads each named stream from its last processed id (exclusive) up to the end of the task's
+   range (`XRANGE`), so a lost or expired task only delays ticks, never skips them, and a
+   redelivered task (ids at or below the checkpoint) reads nothing: a no-op.
+4. Signals, orders (created, submitted, filled through `services.order_transition` /
+   `record_fill`, which keep positions per strategy and day) and the new checkpoints are stored in
+   ONE transaction; if it fails the in-memory strategy is dropped (it is ahead of the database) and
+   rebuilt by the next task.
+5. After the commit (`transaction.on_commit`) one message goes to the Channels group
+   `feeds.groups.STRATEGY_GROUP` (`strategy_update_message` documents its shape), when something
+   happened or at most once a second otherwise: one `async_to_sync(group_send)` per task, never
+   per tick.
+
+Option prices: the feed's own ticks for the contract (`ticks:<option key>`, read as of the
+deciding tick's stream id, so a rebuild sees the same price) when it streams them, else modelled.
+The option chain comes from the generated master (the sim's contracts) or, when the feed is Upstox,
+from the loaded instrument master (`feeds.models.Instrument`).
+
+Never place a live (Upstox) order here: this is the paper path. Never block on Channels inside the
+transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from feeds.groups import STRATEGY_GROUP, tick_stream_key
+from feeds.ticks import IST, Tick, unpack_tick
+from strategies.backtest.runner import OptionFillConfig
+from strategies.base import Candle, session_date_of
+from strategies.live.evaluation import LiveOrder, LiveSignal, LiveStrategy
+
+log = logging.getLogger(__name__)
+
+XRANGE_CHUNK = 5_000
+PRIOR_DAYS = 45  # calendar days of stored candles read to warm the engine (~30 sessions)
+PUSH_IDLE_EVERY_S = 1.0
+MONEY = Decimal("0.01")
+MAX_SEQ = 18446744073709551615  # the largest sequence part of a stream id
+QUOTE_LOOKBACK = 200  # option entries looked through for the last one before the deciding tick
+CHARGE_PLACES = Decimal("0.0001")
+
+
+def stream_position(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(slots=True)
+class Evaluation:
+    """What one task did (also the task's log line)."""
+
+    slug: str
+    ticks: int = 0
+    signals: list = field(default_factory=list)  # stored now (models.Signal)
+    orders: list = field(default_factory=list)  # stored now (models.Order)
+    rebuilt: bool = False
+    retuned: bool = False
+    skipped: str = ""
+    checkpoints: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "slug": self.slug,
+            "ticks": self.ticks,
+            "signals": len(self.signals),
+            "orders": len(self.orders),
+            "rebuilt": self.rebuilt,
+            "retuned": self.retuned,
+            "skipped": self.skipped,
+            "checkpoints": self.checkpoints,
+        }
+
+
+def option_master(day: date, underlying: str, spot: float) -> list[dict]:
+    """The option chain to choose from: the loaded Upstox master when the feed is Upstox (its
+    contract keys are the ones it streams), else the generated master the simulator uses."""
+    if settings.FEED_SOURCE == "upstox":
+        from feeds.models import Instrument
+
+        rows = Instrument.objects.filter(
+            name__iexact=underlying, instrument_type__in=("CE", "PE"), expiry__gte=day
+        ).values("instrument_key", "instrument_type", "strike", "expiry", "lot_size", "trading_symbol")
+        master = [
+            {
+                "instrument_key": r["instrument_key"],
+                "instrument_type": r["instrument_type"],
+                "strike_price": float(r["strike"] or 0),
+                "expiry": r["expiry"].isoformat(),
+                "lot_size": r["lot_size"],
+                "trading_symbol": r["trading_symbol"],
+                "underlying_symbol": underlying,
+                "name": underlying,
+            }
+            for r in rows
+        ]
+        if master:
+            return master
+    from feeds import universe
+
+    return universe.generate_master(day, spot={underlying: spot})
+
+
+class StrategyWorker:
+    """The live strategies of one worker process (see the module docstring)."""
+
+    def __init__(self, redis_client, *, channel_layer=None, history_root=None) -> None:
+        self.redis = redis_client
+        self.layer = channel_layer
+        self.history_root = history_root
+        self.live: dict[str, LiveStrategy] = {}
+        self._last_push: dict[str, float] = {}
+
+    # --- the task ------------------------------------------------------------------------------
+    def evaluate(self, slug: str, ranges: dict[str, Any], *, prefix: str = "") -> Evaluation:
+        from strategies.models import StrategyConfig
+
+        result = Evaluation(slug)
+        config = StrategyConfig.objects.filter(slug=slug).first()
+        if config is None or not config.enabled:
+            self.live.pop(slug, None)
+            result.skipped = "disabled" if config is not None else "unknown strategy"
+            return result
+        live = self.live.get(slug)
+        if live is not None and live.version != config.version:
+            if self._same_shape(live, config):
+                try:
+                    live.retune(config.parameters, config.version)
+                    live.options = self._options(config)
+                    result.retuned = True
+                except ValueError as exc:
+                    log.error("strategy %s: new parameters refused (%s); keeping the old ones", slug, exc)
+                    live.version = config.version
+            else:
+                live = None
+        if live is None:
+            self.live.pop(slug, None)
+            live = self._rebuild(config, ranges, prefix)
+            self.live[slug] = live
+            result.rebuilt = True
+        try:
+            events, upto = self._read_and_evaluate(live, config, ranges, prefix)
+            result.ticks = sum(n for n, _ in upto.values())
+            if not events and not upto:
+                return result
+            self._store(config, live, events, upto, result, prefix)
+        except BaseException:
+            # The in-memory state may be ahead of the database now: rebuild it next time.
+            self.live.pop(slug, None)
+            raise
+        return result
+
+    @staticmethod
+    def _same_shape(live: LiveStrategy, config) -> bool:
+        return live.strategy_cls is config.strategy() and list(live.runs) == list(config.instruments)
+
+    @staticmethod
+    def _options(config) -> OptionFillConfig:
+        return OptionFillConfig(lots=config.lots, master=option_master)
+
+    def _new_live(self, config, prefix: str) -> LiveStrategy:
+        return LiveStrategy(
+            config.slug,
+            config.strategy(),
+            config.instruments,
+            config.parameters,
+            options=self._options(config),
+            quotes=self._quote_source(prefix),
+            version=config.version,
+        )
+
+    def _quote_source(self, prefix: str):
+        def last_tick(instrument_key: str, deciding_id: str, deciding_ts_ms: int) -> Tick | None:
+            """The option's last tick at or before the deciding tick, by exchange time. Stream ids
+            cannot be compared across streams (a flush's XADDs share one millisecond, each stream
+            numbering its own), so look at everything up to the end of the deciding tick's
+            millisecond, which the feed had finished writing before it sent the task: the same
+            answer in every process, at any later time."""
+            ms = stream_position(deciding_id)[0]
+            rows = self.redis.xrevrange(
+                prefix + tick_stream_key(instrument_key), max=f"{ms}-{MAX_SEQ}", min="-", count=QUOTE_LOOKBACK
+            )
+            for _, fields in rows:
+                tick = unpack_tick(fields[b"t"])
+                if tick.ts_ms <= deciding_ts_ms:
+                    return tick
+            return None
+
+        return last_tick
+
+    # --- reading -------------------------------------------------------------------------------
+    def _xrange(self, key: str, after: str | None, upto: str):
+        """Entries of `key` after `after` (exclusive; None = from the start) up to `upto`."""
+        start = f"({after}" if after else "-"
+        while True:
+            rows = self.redis.xrange(key, min=start, max=upto, count=XRANGE_CHUNK)
+            if not rows:
+                return
+            yield [(_text(sid), unpack_tick(fields[b"t"])) for sid, fields in rows]
+            if len(rows) < XRANGE_CHUNK:
+                return
+            start = f"({_text(rows[-1][0])}"
+
+    def _read_and_evaluate(self, live: LiveStrategy, config, ranges: dict[str, Any], prefix: str):
+        events: list[LiveSignal | LiveOrder] = []
+        upto: dict[str, tuple[int, str]] = {}
+        for key in config.instruments:
+            stream_key = prefix + tick_stream_key(key)
+            wanted = ranges.get(stream_key)
+            if not wanted:
+                continue
+            last_wanted = str(wanted[1])
+            run = live.runs[key]
+            if run.last_stream_id and stream_position(last_wanted) <= stream_position(run.last_stream_id):
+                continue  # a redelivered or repeated range: already evaluated and stored
+            n = 0
+            for chunk in self._xrange(stream_key, run.last_stream_id or None, last_wanted):
+                events.extend(live.on_ticks(key, chunk))
+                n += len(chunk)
+            if n:
+                upto[stream_key] = (n, run.last_stream_id)
+        if upto:
+            live.mark()
+        return events, upto
+
+    # --- rebuilding ----------------------------------------------------------------------------
+    def _rebuild(self, config, ranges: dict[str, Any], prefix: str) -> LiveStrategy:
+        from strategies.selectors import checkpoint_for
+
+        live = self._new_live(config, prefix)
+        for key in config.instruments:
+            stream_key = prefix + tick_stream_key(key)
+            checkpoint = checkpoint_for(config, stream_key)
+            if checkpoint is None:
+                wanted = ranges.get(stream_key)
+                if not wanted:
+                    continue
+                # Just enabled: learn the session so far, trade from this range on.
+                first = stream_position(str(wanted[0]))
+                replay_to = f"{first[0]}-{first[1] - 1}" if first[1] else f"{first[0] - 1}-{MAX_SEQ}"
+            else:
+                replay_to = checkpoint
+            latest = self.redis.xrevrange(stream_key, max=replay_to, min="-", count=1)
+            if not latest:
+                if checkpoint is not None:
+                    live.runs[key].last_stream_id = checkpoint
+                continue
+            day = session_date_of(unpack_tick(latest[0][1][b"t"]).ts_ms)
+            live.warm_up(key, self._prior_sessions(key, day))
+            replayed = 0
+            first_ms = None
+            for chunk in self._xrange(stream_key, None, replay_to):
+                today = [(sid, t) for sid, t in chunk if session_date_of(t.ts_ms) == day]
+                if not today:
+                    continue
+                if first_ms is None:
+                    first_ms = today[0][1].ts_ms
+                    stored = self._stored_ticks_before(key, day, first_ms)
+                    if stored:
+                        live.on_ticks(key, stored)
+                live.on_ticks(key, today)  # what it decided is already stored: discard
+                replayed += len(today)
+            live.runs[key].last_stream_id = _text(latest[0][0])
+            log.info(
+                "strategy %s rebuilt on %s: %d ticks of %s replayed up to %s",
+                config.slug,
+                key,
+                replayed,
+                day.isoformat(),
+                replay_to,
+            )
+        return live
+
+    def _prior_sessions(self, instrument_key: str, day: date) -> list[list[Candle]]:
+        """Stored 1-minute candles of the sessions before `day`, grouped by session, oldest first."""
+        from persistence.readers import read_candles_1m
+
+        try:
+            table = read_candles_1m(
+                instrument_key, day - timedelta(days=PRIOR_DAYS), day - timedelta(days=1), self.history_root
+            )
+        except Exception as exc:  # no store yet (a fresh install): start without a prior day
+            log.info("no stored candles for %s before %s (%s)", instrument_key, day, exc.__class__.__name__)
+            return []
+        sessions: dict[date, list[Candle]] = defaultdict(list)
+        columns = [table[name].to_pylist() for name in ("open", "high", "low", "close", "volume")]
+        for ts, o, h, lo, c, v in zip(table["ts"].cast("int64").to_pylist(), *columns, strict=True):
+            sessions[session_date_of(ts)].append(Candle(ts, o, h, lo, c, v or 0))
+        return [sessions[d] for d in sorted(sessions)]
+
+    def _stored_ticks_before(self, instrument_key: str, day: date, before_ms: int) -> list[tuple[str, Tick]]:
+        """The session's ticks the stream no longer holds (trimmed), from the history store."""
+        from persistence.readers import read_ticks
+
+        try:
+            table = read_ticks(instrument_key, day, day, self.history_root)
+        except Exception:
+            return []
+        out = []
+        cols = {name: table[name].to_pylist() for name in ("ts_ms", "ltp", "ltq", "volume")}
+        for i, ts in enumerate(cols["ts_ms"]):
+            if ts >= before_ms:
+                break
+            out.append(
+                ("0-0", Tick(instrument_key, ts, cols["ltp"][i], cols["ltq"][i] or 0, cols["volume"][i] or 0))
+            )
+        return out
+
+    # --- storing -------------------------------------------------------------------------------
+    def _store(self, config, live: LiveStrategy, events, upto, result: Evaluation, prefix: str) -> None:
+        from strategies import services
+        from strategies.models import OrderState
+
+        with transaction.atomic():
+            stored_signals: dict[tuple[str, str, str], Any] = {}
+            for event in events:
+                if isinstance(event, LiveSignal):
+                    row, created = services.record_signal(
+                        config, **services.signal_record(event.signal, stream_id=event.stream_id)
+                    )
+                    stored_signals[(event.signal.instrument_key, event.stream_id, event.signal.kind)] = row
+                    if created:
+                        result.signals.append(row)
+                    continue
+                if event.quantity <= 0:
+                    log.warning("strategy %s: no option order for a signal: %s", config.slug, event.rejected)
+                    continue
+                signal = None
+                if event.signal is not None:
+                    s = event.signal
+                    signal = stored_signals.get((s.signal.instrument_key, s.stream_id, s.signal.kind))
+                detail = {
+                    "reason": event.reason,
+                    "premium_source": event.premium_source,
+                    "trading_symbol": event.contract.trading_symbol,
+                }
+                order = services.create_order(
+                    strategy=config,
+                    client_order_id=event.client_order_id,
+                    instrument_key=event.instrument_key,
+                    side=event.side.upper(),
+                    quantity=event.quantity,
+                    signal=signal,
+                )
+                if order.state == OrderState.NEW:
+                    services.order_transition(order, OrderState.SUBMITTED, detail=detail)
+                    if event.fill is None:
+                        services.order_transition(
+                            order, OrderState.REJECTED, detail=detail | {"rejected": event.rejected}
+                        )
+                    else:
+                        f = event.fill
+                        services.record_fill(
+                            order,
+                            fill_id=event.client_order_id,
+                            qty=f.quantity,
+                            price=f.price,
+                            ts=datetime.fromtimestamp(f.ts_ms / 1000, tz=IST),
+                            charges=f.charges.total.quantize(CHARGE_PLACES),
+                        )
+                    result.orders.append((order, event))
+            for stream_key, (_, last_id) in upto.items():
+                services.advance_checkpoint(config, stream_key=stream_key, last_stream_id=last_id)
+                result.checkpoints[stream_key] = last_id
+            message = self._message_if_due(config, live, result, prefix)
+            if message is not None:
+                transaction.on_commit(lambda: self.push(message, prefix))
+
+    # --- pushing -------------------------------------------------------------------------------
+    def _message_if_due(self, config, live: LiveStrategy, result: Evaluation, prefix: str) -> dict | None:
+        now = time.monotonic()
+        if (
+            not result.signals
+            and not result.orders
+            and now - self._last_push.get(config.slug, 0) < PUSH_IDLE_EVERY_S
+        ):
+            return None
+        self._last_push[config.slug] = now
+        return strategy_update_message(config, live, result)
+
+    def push(self, message: dict, prefix: str = "") -> None:
+        if self.layer is None:
+            return
+        from asgiref.sync import async_to_sync
+
+        try:
+            async_to_sync(self.layer.group_send)(prefix + STRATEGY_GROUP, message)
+        except Exception as exc:  # the dashboard is a view: never fail the evaluation over it
+            log.warning(
+                "strategy %s: dashboard push failed (%s)", message.get("slug"), exc.__class__.__name__
+            )
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else str(Decimal(value).quantize(MONEY))
+
+
+def strategy_update_message(config, live: LiveStrategy, result: Evaluation) -> dict[str, Any]:
+    """The `strategy.update` message the dashboard renders as one panel per strategy:
+
+    {"type": "strategy.update", "slug", "strategy_class", "mode": "paper"|"live", "version",
+     "ts_ms": wall clock ms, "last_tick_ms": exchange ms of the last tick evaluated,
+     "signals": [new signals: {"id", "ts" (ISO, IST), "instrument_key", "side": long|short,
+                 "kind": entry|exit, "price", "stop", "target" (strings or null), "reason", "stream_id"}],
+     "orders": [new orders: {"client_order_id", "instrument_key", "trading_symbol", "side": BUY|SELL,
+                "quantity", "state", "average_price", "charges" (strings), "premium_source":
+                traded|modelled, "reason", "ts" (ISO)}],
+     "positions": [the day's option positions: {"instrument_key", "quantity" (signed), "average_price",
+                   "last_price", "realised", "unrealised", "charges"}],
+     "pnl": {"day", "realised", "charges", "unrealised", "net"}}   money as strings of rupees, 2 places.
+
+    `signals`/`orders` carry only what this task stored (append them to the panel); `positions` and
+    `pnl` are the full current figures (replace them)."""
+    last_tick_ms = max((run.last_ts_ms for run in live.runs.values()), default=0)
+    day = live.day or datetime.now(IST).date()
+    return {
+        "type": "strategy.update",
+        "slug": config.slug,
+        "strategy_class": config.strategy_class,
+        "mode": config.mode,
+        "version": config.version,
+        "ts_ms": int(time.time() * 1000),
+        "last_tick_ms": last_tick_ms,
+        "signals": [
+            {
+                "id": s.pk,
+                "ts": s.ts.astimezone(IST).isoformat(),
+                "instrument_key": s.instrument_key,
+                "side": s.side,
+                "kind": s.kind,
+                "price": _money(s.price),
+                "stop": _money(s.stop),
+                "target": _money(s.target),
+                "reason": s.reason,
+                "stream_id": s.stream_id,
+            }
+            for s in result.signals
+        ],
+        "orders": [
+            {
+                "client_order_id": order.client_order_id,
+                "instrument_key": order.instrument_key,
+                "trading_symbol": event.contract.trading_symbol,
+                "side": order.side,
+                "quantity": order.quantity,
+                "state": order.state,
+                "average_price": _money(order.average_price),
+                "charges": _money(event.fill.charges.total) if event.fill is not None else "0.00",
+                "premium_source": event.premium_source,
+                "reason": event.reason,
+                "ts": datetime.fromtimestamp(event.ts_ms / 1000, tz=IST).isoformat(),
+            }
+            for order, event in result.orders
+        ],
+        "positions": live.positions(),
+        "pnl": live.pnl(day),
+    }
+
+
+_worker: StrategyWorker | None = None
+
+
+def process_worker() -> StrategyWorker:
+    """This process's StrategyWorker (created on first use, with the project's Redis and layer)."""
+    global _worker
+    if _worker is None:
+        import redis
+        from channels.layers import get_channel_layer
+
+        _worker = StrategyWorker(
+            redis.Redis.from_url(settings.REDIS_URL),
+            channel_layer=get_channel_layer(),
+            history_root=settings.HISTORY_DIR,
+        )
+    return _worker
