@@ -36,7 +36,7 @@ import math
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
 from functools import cache
@@ -205,11 +205,7 @@ def _make_plan(symbol: str, d: date, prev_close: float) -> DayPlan:
         waypoints=tuple(waypoints),
     )
     # The close is where the path ends: the last waypoint.
-    return DayPlan(**{**_asdict(plan), "close": round_tick(plan.price(close_x))})
-
-
-def _asdict(plan: DayPlan) -> dict:
-    return {f: getattr(plan, f) for f in DayPlan.__slots__}
+    return replace(plan, close=round_tick(plan.price(close_x)))
 
 
 def _rotate(
