@@ -8,6 +8,11 @@ first and last stream id it wrote. The dispatcher coalesces those ranges and, at
 never the ticks themselves. The worker reads from its own checkpoint up to `last_id`, so a range
 that is coalesced, late or lost only delays ticks, it never drops them.
 
+Each strategy's last claim check is also kept in the Redis hash `LAST_CLAIM_KEY` (slug -> JSON
+kwargs): a worker that starts (or restarts after being killed, its in-flight task held by the
+broker until its visibility timeout) sends itself that claim first, so it catches up even when the
+feed has gone quiet or ended (`strategies.tasks`).
+
 It must never block the feed's loop: the enabled set (slug -> instruments) is read from the
 database on a thread and cached for `refresh_s` (~1 s; the flush uses the cached set meanwhile),
 and tasks are published to the broker on a thread. A failing database or broker is logged (at most
@@ -17,6 +22,7 @@ every 30 s) and retried on the next flush; the feed keeps running.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -30,6 +36,8 @@ ENABLED_REFRESH_S = 1.0
 # A task older than this is dropped by the worker unstarted; the next one covers its ticks anyway.
 TASK_EXPIRES_S = 300
 LOG_EVERY_S = 30.0
+# Redis hash: strategy slug -> the kwargs of the last evaluate task sent to it (JSON).
+LAST_CLAIM_KEY = "strategies:last_claim"
 
 EnabledSet = dict[str, tuple[str, ...]]  # slug -> instrument keys
 
@@ -55,6 +63,7 @@ class StrategyDispatcher:
         self,
         *,
         prefix: str = "",
+        redis=None,  # redis.asyncio.Redis for LAST_CLAIM_KEY, or None
         interval_s: float = DISPATCH_INTERVAL_S,
         refresh_s: float = ENABLED_REFRESH_S,
         load: Callable[[], EnabledSet] = load_enabled,
@@ -62,6 +71,7 @@ class StrategyDispatcher:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.prefix = prefix
+        self.redis = redis
         self.interval_s = interval_s
         self.refresh_s = refresh_s
         self._load = load
@@ -94,6 +104,15 @@ class StrategyDispatcher:
         self._last_sent = self._clock()
         if batch:
             await asyncio.to_thread(self._send_all, batch)
+            if self.redis is not None:
+                claims = {slug: json.dumps(self.kwargs(slug, ranges)) for slug, ranges in batch}
+                try:
+                    await self.redis.hset(LAST_CLAIM_KEY, mapping=claims)
+                except Exception as exc:
+                    self._log_failure("claims", f"strategy dispatch: last claims not kept ({exc!r})")
+
+    def kwargs(self, slug: str, ranges: dict[str, list[str]]) -> dict:
+        return {"slug": slug, "ranges": ranges, "prefix": self.prefix}
 
     def tasks_for(self, pending: dict[str, list[str]]) -> list[tuple[str, dict[str, list[str]]]]:
         """(slug, ranges by stream key) for each enabled strategy whose instruments are in `pending`."""
@@ -137,4 +156,4 @@ class StrategyDispatcher:
 
 def flush_hook(pipeline) -> StrategyDispatcher:
     """The FEED_FLUSH_HOOKS factory runfeed calls with its pipeline."""
-    return StrategyDispatcher(prefix=pipeline.key_prefix)
+    return StrategyDispatcher(prefix=pipeline.key_prefix, redis=pipeline.redis)

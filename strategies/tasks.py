@@ -7,6 +7,10 @@ one solo worker consumes, so tasks of one strategy run one at a time, in order, 
 keeps the strategy's state in memory. acks_late (the project default): a task whose worker was
 killed is redelivered, and a redelivered range is a no-op (`strategies.live.worker`). Results are
 not stored: nothing waits for them, and ten a second per strategy would only fill Redis.
+
+A killed worker's in-flight task comes back only after the broker's visibility timeout, and an
+ended or quiet feed sends nothing more; so when a strategy worker starts it sends itself its
+strategy's last claim check (`strategies.dispatch.LAST_CLAIM_KEY`) and catches up at once.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from celery.signals import worker_ready
 
 log = logging.getLogger(__name__)
 
@@ -29,3 +34,35 @@ def evaluate(*, slug: str, ranges: dict[str, list[str]], prefix: str = "") -> di
     if result.signals or result.orders or result.rebuilt or result.retuned:
         log.info("evaluate %s", result.as_dict())
     return result.as_dict()
+
+
+STRATEGY_QUEUE_PREFIX = "strategy."
+
+
+@worker_ready.connect
+def _catch_up_on_start(sender=None, **kwargs) -> None:
+    """A strategy worker's first task: its strategy's last claim check, sent to its own queue."""
+    import json
+
+    import redis
+    from django.conf import settings
+
+    from strategies.dispatch import LAST_CLAIM_KEY
+
+    try:
+        queues = list(sender.app.amqp.queues.consume_from)
+    except AttributeError:
+        return
+    slugs = [q[len(STRATEGY_QUEUE_PREFIX) :] for q in queues if q.startswith(STRATEGY_QUEUE_PREFIX)]
+    if not slugs:
+        return
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5)
+    try:
+        for slug, raw in zip(slugs, client.hmget(LAST_CLAIM_KEY, slugs), strict=True):
+            if raw:
+                evaluate.apply_async(kwargs=json.loads(raw))
+                log.info("strategy %s: catching up from its last claim check", slug)
+    except redis.RedisError as exc:
+        log.warning("strategy workers %s: no catch-up on start (%s)", slugs, exc.__class__.__name__)
+    finally:
+        client.close()
