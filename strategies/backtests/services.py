@@ -358,6 +358,7 @@ def _auction_summaries(series_list, trades: list[dict]) -> tuple[list[dict], lis
                 ibrs.append(state.ibr)
             if state.high is not None and state.low is not None:
                 ranges.append(state.high - state.low)
+        bounds = {d: (a, b) for d, a, b in series.session_bounds()}
         for i, trade in enumerate(trades):
             if trade["instrument_key"] != key:
                 continue
@@ -367,8 +368,7 @@ def _auction_summaries(series_list, trades: list[dict]) -> tuple[list[dict], lis
                 continue
             entry_ms = int(entry.timestamp() * 1000)
             # the candles the strategy had seen when it entered: those that closed by then
-            day_bounds = [(a, b) for d, a, b in series.session_bounds() if d == entry.date()]
-            a, b = day_bounds[0]
+            a, b = bounds[entry.date()]
             upto = a
             while upto < b and series.ts_ms[upto] + 60_000 <= entry_ms:
                 upto += 1
