@@ -305,6 +305,8 @@ class FeedPipeline:
             asyncio.create_task(self._every(STATUS_EVERY_S, self.write_status), name="status"),
         ]
         self._source_task = asyncio.create_task(source.run(self), name=f"source-{source.name}")
+        if self._stopping.is_set():  # stop() came before the source started
+            self._source_task.cancel()
         try:
             await self._source_task
         except asyncio.CancelledError:

@@ -204,3 +204,18 @@ def test_streams_catch_up_after_redis_comes_back(prefix, tmp_path):
     ticks = [unpack_tick(fields[b"t"]) for _, fields in entries]
     assert [t.ts_ms for t in ticks] == read_ticks(key, DAY, DAY, root=tmp_path)["ts_ms"].to_pylist()
     assert len(ticks) == 180
+
+
+def test_stop_before_run_still_stops_the_source(tmp_path):
+    source = sim.SimSource(DAY, speed=1, instruments=["NSE_INDEX|Nifty 50"])
+
+    async def main():
+        pipeline = FeedPipeline(
+            source_name="sim", writer=HistoryWriter(tmp_path, flush_interval=None), redis=None
+        )
+        pipeline.stop()
+        await asyncio.wait_for(pipeline.run(source), 10)
+        return pipeline
+
+    pipeline = asyncio.run(main())
+    assert pipeline.stats.ticks_in == 0
