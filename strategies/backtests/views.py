@@ -113,10 +113,21 @@ def show_metric(value, kind: str, unit: str = "") -> str:
 
 def _metric_rows(run) -> list[dict]:
     metrics = run.metrics or {}
-    return [
+    rows = [
         {"key": key, "label": label, "value": show_metric(metrics.get(key), kind, run.pnl_unit)}
         for key, label, kind in METRIC_ROWS
     ]
+    if run.fill != "underlying" and metrics.get("net_pnl") is not None:
+        # rupee results only: points on the index have no capital to be a return on
+        rows.insert(
+            1,
+            {
+                "key": "return",
+                "label": "Return on capital",
+                "value": f"{metrics['net_pnl'] / float(run.capital) * 100:.2f}%",
+            },
+        )
+    return rows
 
 
 @login_required

@@ -40,6 +40,7 @@ def test_start_a_backtest_and_read_its_report(page, backtest_site):
     page.fill("#id_end", "2024-03-01")
     page.click("#start-backtest")
     expect(page.locator("#end-error")).to_contain_text("ends before it starts")
+    page.screenshot(path=str(ARTIFACTS_DIR / "backtest-form-error.png"), full_page=True)
     page.fill("#id_param__row_size", "2.5")
     start_from_form(page, "ib_breakout", "2024-03-01", "2024-03-31")
 
@@ -64,6 +65,7 @@ def test_cancel_a_running_backtest(page, backtest_site):
     expect(page.locator("#progress-text")).to_have_text(
         re.compile(r"^([1-9]\d*) / 120 sessions$"), timeout=30_000
     )
+    expect(page.locator("#progress-eta")).to_contain_text(re.compile(r"about \d+.* left"))
     page.screenshot(path=str(ARTIFACTS_DIR / "backtest-running.png"), full_page=True)
     page.click("#cancel-run")
     expect(page.locator("#run-state")).to_have_text("Cancelled", timeout=30_000)
