@@ -133,6 +133,9 @@ class Manifest:
     next_file: int = 0
     files: dict[str, dict[str, list[PartFile]]] = field(default_factory=lambda: {t: {} for t in TABLES})
     instruments: dict[str, list[str]] = field(default_factory=dict)  # day → sorted keys
+    # Days a writer stored ticks for and has not closed cleanly since: a writer that was killed
+    # may have held their last candles unwritten; the next one rebuilds them from the ticks.
+    unsealed: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -145,6 +148,7 @@ class Manifest:
                     for table, days in self.files.items()
                 },
                 "instruments": self.instruments,
+                "unsealed": self.unsealed,
             },
             separators=(",", ":"),
         )
@@ -162,6 +166,7 @@ class Manifest:
             next_file=raw["next_file"],
             files=files,
             instruments=raw["instruments"],
+            unsealed=raw.get("unsealed", []),
         )
 
     def paths(self, table: str, start: date | None = None, end: date | None = None) -> list[str]:

@@ -208,6 +208,8 @@ class HistoryWriter:
         self._last_flush = time.monotonic()
         self._closed = False
         self.stats = {"written": 0, "duplicates": 0, "late": 0, "flushes": 0, "compactions": 0}
+        for day in self._manifest.unsealed:
+            self._load_day((date.fromisoformat(day) - EPOCH).days)
 
     # --- ticks ---------------------------------------------------------------------------------
     def write_ticks(self, ticks: list[Tick]) -> int:
@@ -478,6 +480,9 @@ class HistoryWriter:
             return
         self._seal_completed_candles(everything=True)
         self._write_pending()
+        # Every candle is written now; nothing is left for a successor to rebuild.
+        self._manifest.unsealed = []
+        write_manifest(self.root, self._manifest)
         self._compact(force=True)
         self._bury_expired(now=float("inf"))
         self._release()
@@ -521,6 +526,8 @@ class HistoryWriter:
                 rel = self._write_file(table, day, 0, data)
                 manifest.files[table].setdefault(day, []).append(PartFile(rel, 0, data.num_rows))
                 self._touched.add((table, day))
+                if table == TICKS and day not in manifest.unsealed:
+                    manifest.unsealed = sorted([*manifest.unsealed, day])
                 wrote = True
             self._pending[table] = {}
         for daynum, names in self._new_instruments.items():
@@ -679,6 +686,7 @@ class HistoryWriter:
             )
         for key, s in rebuilt:
             s.dirty = (key, s.minute) not in stored
+            self._watermark = max(self._watermark, s.mark)
 
     def _forget_old_days(self) -> None:
         """Drop restart state for days before the newest tick's day once their candles are written;
@@ -693,6 +701,9 @@ class HistoryWriter:
             for k in [k for k in self._series if k[1] == daynum]:
                 del self._series[k]
             self._loaded_days.discard(daynum)
+            # Its candles are all published (flush wrote them before this runs).
+            name = _day_name(daynum)
+            self._manifest.unsealed = [d for d in self._manifest.unsealed if d != name]
 
 
 __all__ = ["HistoryWriter"]
