@@ -29,7 +29,10 @@ How the store stays consistent with one writer and any number of readers in othe
   seen on any instrument is 2 s past the minute's end, or at close. Candles and profile summaries
   are versioned rows: the row with the highest `seq` for a key wins, so a late tick that amends a
   written candle, or an imported candle for the same minute, simply supersedes it; readers and
-  compaction keep only the winner.
+  compaction keep only the winner. Days a writer stored ticks for are listed as `unsealed` in the
+  manifest until it closes cleanly; a writer starting after a crash reloads those days at once,
+  so the last candles its predecessor held unwritten are rebuilt from the stored ticks and written
+  (unless a candle for that minute is already stored).
 * Compaction. When a day has `compact_after` (30) level-0 files they are merged into one level-1
   file; when it has `merge_levels_after` (10) level-1 files, all its files merge into one level-2
   file, so a live day is at most ~40 files; at close every day touched is merged into a single
