@@ -19,6 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from strategies.backtests.models import (
@@ -185,15 +186,23 @@ def request_cancel(run: BacktestRun) -> BacktestRun:
 # --- Executing (in a backtests worker) ---------------------------------------------------------
 
 
-def execute_run(run_id: int) -> str:
+def execute_run(run_id: int, task_id: str | None = None) -> str:
     """Run a queued backtest to the end (done, failed or cancelled); returns the final state.
-    A run that is not queued any more (cancelled before it started, or already taken by another
-    delivery of the task) is left alone."""
-    claimed = BacktestRun.objects.filter(pk=run_id, state=RunState.QUEUED).update(
-        state=RunState.RUNNING, started_at=timezone.now()
+
+    A run that is not queued any more (cancelled before it started, finished, or running in another
+    worker) is left alone, except a run still marked running by this very task: the broker
+    redelivers a task (acks late) only when the worker running it was lost, so it starts over."""
+    takeable = Q(state=RunState.QUEUED)
+    if task_id:
+        takeable |= Q(state=RunState.RUNNING, task_id=task_id)
+    claimed = BacktestRun.objects.filter(takeable, pk=run_id).update(
+        state=RunState.RUNNING, started_at=timezone.now(), sessions_done=0
     )
     run = BacktestRun.objects.get(pk=run_id)
     if not claimed:
+        return run.state
+    if run.cancel_requested:  # asked to stop while its lost worker ran it
+        _finish(run, RunState.CANCELLED)
         return run.state
     try:
         outcome = _execute(run)

@@ -8,9 +8,9 @@ from __future__ import annotations
 from celery import shared_task
 
 
-@shared_task(name="strategies.backtests.run", acks_late=True)
-def run_backtest_task(run_id: int) -> str:
+@shared_task(name="strategies.backtests.run", bind=True, acks_late=True)
+def run_backtest_task(self, run_id: int) -> str:
     """Execute one stored BacktestRun; returns its final state."""
     from strategies.backtests.services import execute_run
 
-    return execute_run(run_id)
+    return execute_run(run_id, task_id=self.request.id)

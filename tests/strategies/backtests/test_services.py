@@ -152,3 +152,16 @@ def test_observed_series_reports_each_session_to_the_runner():
     observed = ObservedSeries.of(series, seen.append)
     days = [d for d, _, _ in observed.session_bounds()]
     assert seen == [0, 1, 2, 3] and len(days) == 3 and observed.ts_ms is series.ts_ms
+
+
+def test_a_redelivered_task_restarts_its_run_but_never_another_tasks(user, history_dir):
+    lost = start(user)
+    BacktestRun.objects.filter(pk=lost.pk).update(state="running", task_id="task-1", sessions_done=3)
+    assert services.execute_run(lost.pk, task_id="task-1") == "done"
+    busy = start(user)
+    BacktestRun.objects.filter(pk=busy.pk).update(state="running", task_id="task-2", sessions_done=3)
+    assert services.execute_run(busy.pk, task_id="task-3") == "running"
+    busy.refresh_from_db()
+    assert busy.sessions_done == 3 and busy.metrics == {}
+    BacktestRun.objects.filter(pk=busy.pk).update(cancel_requested=True)
+    assert services.execute_run(busy.pk, task_id="task-2") == "cancelled"
