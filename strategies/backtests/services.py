@@ -291,6 +291,8 @@ def _execute(run: BacktestRun) -> dict[str, Any]:
     summaries, profiles = _auction_summaries(series_list, trade_dicts)
     for trade, profile in zip(trade_dicts, profiles, strict=True):
         trade["profile_at_entry"] = profile
+    if len(results) > 1:
+        trade_dicts.sort(key=lambda t: t["entry_ts"])  # one time-ordered list over the instruments
     return {
         "metrics": metrics,
         "trades": trade_dicts,

@@ -165,3 +165,24 @@ def test_a_redelivered_task_restarts_its_run_but_never_another_tasks(user, histo
     assert busy.sessions_done == 3 and busy.metrics == {}
     BacktestRun.objects.filter(pk=busy.pk).update(cancel_requested=True)
     assert services.execute_run(busy.pk, task_id="task-2") == "cancelled"
+
+
+def test_several_instruments_run_one_after_another_into_one_report(user, history_dir):
+    from tests.strategies.backtests.conftest import make_history, trading_days, write_history
+
+    bank = "NSE_INDEX|Nifty Bank"
+    write_history(history_dir, make_history(trading_days(date(2024, 3, 4), 6), seed=11, key=bank))
+    both = start(user, instruments=["NSE_INDEX|Nifty 50", bank])
+    services.execute_run(both.pk)
+    both.refresh_from_db()
+    singles = []
+    for key in ("NSE_INDEX|Nifty 50", bank):
+        run = start(user, instruments=[key])
+        services.execute_run(run.pk)
+        run.refresh_from_db()
+        singles.append(run)
+    assert both.state == "done" and (both.sessions_done, both.sessions_total) == (12, 12)
+    assert both.metrics["trades"] == sum(r.metrics["trades"] for r in singles)
+    assert both.metrics["net_pnl"] == pytest.approx(sum(r.metrics["net_pnl"] for r in singles), abs=1e-6)
+    assert [t["entry_ts"] for t in both.trades] == sorted(t["entry_ts"] for t in both.trades)
+    assert {s["instrument_key"] for s in both.session_summaries} == {"NSE_INDEX|Nifty 50", bank}
