@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -49,6 +49,8 @@ TICK_FILE_COLUMNS = ("instrument_key", "ts", "ltp")
 TRADE_COLUMNS = ("symbol", "underlying", "instrument_type", "strike", "expiry", "ts", "price", "qty", "oi")
 FO_PREFIX = "NSE_FO|"
 MAX_REPORTED = 20
+EARLIEST_MS = 946_684_800_000  # 2000-01-01 UTC
+LATEST_MS = 4_102_444_800_000  # 2100-01-01 UTC
 WRITE_CHUNK = 200_000
 
 
@@ -71,6 +73,7 @@ class _Source:
     path: Path
     table: pa.Table
     lines: list[int] | None  # CSV line numbers; None for Parquet (row index)
+    bad: dict[int, str] = field(default_factory=dict)  # rows already known to be malformed
 
     def where(self, i: int) -> str:
         return (
@@ -94,10 +97,12 @@ def _read(path: Path) -> _Source:
         reader = csv.reader(f)
         header = [name.strip() for name in next(reader, [])]
         columns: list[list[str | None]] = [[] for _ in header]
-        lines = []
+        lines, bad = [], {}
         for row in reader:
             if not any(cell.strip() for cell in row):
                 continue
+            if len(row) > len(header):
+                bad[len(lines)] = f"{len(row)} fields, the header has {len(header)}"
             lines.append(reader.line_num)
             row = row + [""] * (len(header) - len(row))
             for col, cell in zip(columns, row, strict=False):
@@ -106,7 +111,7 @@ def _read(path: Path) -> _Source:
     if not header:
         raise ImportRejected(f"{path}: empty file")
     table = pa.table({name: pa.array(col, pa.string()) for name, col in zip(header, columns, strict=True)})
-    return _Source(path, table, lines)
+    return _Source(path, table, lines, bad)
 
 
 def _shape(source: _Source) -> str:
@@ -197,6 +202,10 @@ def _timestamps(source: _Source, bad: Bad) -> pa.Array:
         raise ImportRejected(f"{source.path}: column ts has type {column.type}, expected timestamps")
     for i in pc.indices_nonzero(pc.is_null(ms)).to_pylist():
         bad.setdefault(i, "missing timestamp")
+    # Catches seconds given where milliseconds are meant, and other garbage.
+    plausible = pc.and_(pc.greater_equal(ms, EARLIEST_MS), pc.less(ms, LATEST_MS))
+    for i in pc.indices_nonzero(pc.invert(pc.fill_null(plausible, True))).to_pylist():
+        bad.setdefault(i, f"timestamp {column[i].as_py()!r} is not between 2000 and 2100")
     return ms
 
 
@@ -322,7 +331,7 @@ def validate(paths: Sequence[Path]) -> tuple[list[pa.Table], list[pa.Table]]:
     for path in paths:
         source = _read(Path(path))
         shape = _shape(source)
-        bad: Bad = {}
+        bad: Bad = dict(source.bad)
         table = {"candles": _candles, "ticks": _ticks, "trades": _trades}[shape](source, bad)
         if bad:
             total_bad += len(bad)

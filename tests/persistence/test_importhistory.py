@@ -143,17 +143,21 @@ def test_bad_rows_are_reported_by_line_and_nothing_is_imported(history, tmp_path
         "NSE_INDEX|Nifty 50,2024-01-02 10:00:01+05:30,abc\n"  # line 3
         "NSE_INDEX|Nifty 50,2024-01-02 10:00:02+05:30,-5\n"  # line 4
         "NSE_INDEX|Nifty 50,02/01/2024 10:00,21751.35\n"  # line 5
-        ",2024-01-02 10:00:04+05:30,21751.35\n",  # line 6
+        ",2024-01-02 10:00:04+05:30,21751.35\n"  # line 6
+        "NSE_INDEX|Nifty 50,2024-01-02 10:00:05+05:30,21,751.35\n"  # line 7: unquoted comma
+        "NSE_INDEX|Nifty 50,1704170100,21751.35\n",  # line 8: seconds, not ms
     )
     good = _write(tmp_path / "good.csv", CANDLES_CSV)
     with pytest.raises(CommandError) as excinfo:
         _import(good, bad_csv)
     message = str(excinfo.value)
-    assert message.startswith("4 bad rows, nothing imported")
+    assert message.startswith("6 bad rows, nothing imported")
     assert "bad.csv line 3: bad ltp 'abc'" in message
     assert "bad.csv line 4: bad ltp '-5'" in message
     assert "bad.csv line 5: bad timestamp '02/01/2024 10:00'" in message
     assert "bad.csv line 6: missing instrument_key" in message
+    assert "bad.csv line 7: 4 fields, the header has 3" in message
+    assert "bad.csv line 8: timestamp '1704170100' is not between 2000 and 2100" in message
     assert _snapshot(history) == before
     assert readers.read_candles_1m(NIFTY, DAY, DAY).equals(candles_before)
     assert readers.read_ticks(NIFTY, DAY, DAY).num_rows == 3
