@@ -24,9 +24,12 @@ def log_in(page, site) -> None:
     expect(page).to_have_url(site.server.url + "/backtests/new/")
 
 
-def start_from_form(page, strategy: str, start: str, end: str) -> None:
-    page.select_option("#id_strategy", strategy)
+def start_from_form(page, strategy: str, start: str, end: str, fill: str = "underlying", **params) -> None:
+    page.select_option("#id_strategy", strategy)  # reloads the form with the strategy's parameters
     expect(page).to_have_url(re.compile(rf"strategy={strategy}"))
+    page.select_option("#id_fill", fill)
+    for name, value in params.items():
+        page.fill(f"#id_param__{name}", value)
     page.fill("#id_start", start)
     page.fill("#id_end", end)
     page.click("#start-backtest")
@@ -41,12 +44,12 @@ def test_start_a_backtest_and_read_its_report(page, backtest_site):
     page.click("#start-backtest")
     expect(page.locator("#end-error")).to_contain_text("ends before it starts")
     page.screenshot(path=str(ARTIFACTS_DIR / "backtest-form-error.png"), full_page=True)
-    page.fill("#id_param__row_size", "2.5")
-    start_from_form(page, "ib_breakout", "2024-03-01", "2024-03-31")
+    start_from_form(page, "ib_breakout", "2024-03-01", "2024-03-31", row_size="2.5")
 
     expect(page.locator("#progress-bar")).to_have_attribute("data-percent", "100", timeout=60_000)
     expect(page.locator("#run-state")).to_have_text("Done", timeout=30_000)
     expect(page.locator("#metrics")).to_contain_text("Net PnL (after costs)")
+    expect(page.locator(".bt-facts")).to_contain_text("row_size=2.5")
     expect(page.locator("#equity-chart")).to_have_attribute("data-ready", "true")
     expect(page.locator("#equity-chart canvas").first).to_be_visible()
     expect(page.locator("#sessions tbody tr")).to_have_count(6)
@@ -73,3 +76,23 @@ def test_cancel_a_running_backtest(page, backtest_site):
     done = int(page.locator("#progress-text").inner_text().split("/")[0])
     assert done < 120
     page.screenshot(path=str(ARTIFACTS_DIR / "backtest-cancelled.png"), full_page=True)
+
+
+def test_compare_an_underlying_run_with_a_modelled_one(page, backtest_site):
+    log_in(page, backtest_site)
+    ids = []
+    for fill in ("underlying", "modelled"):
+        page.goto(backtest_site.server.url + "/backtests/new/")
+        start_from_form(page, "ib_breakout", "2024-03-01", "2024-03-31", fill)
+        expect(page.locator("#run-state")).to_have_text("Done", timeout=60_000)
+        ids.append(page.url.rstrip("/").rsplit("/", 1)[-1])
+    expect(page.locator(".bt-modelled")).to_contain_text("modelled")
+    page.goto(backtest_site.server.url + "/backtests/")
+    for run_id in ids:
+        page.check(f'input[name="run"][value="{run_id}"]')
+    page.get_by_role("button", name="Compare two selected runs").click()
+    expect(page.locator("#compare thead")).to_contain_text(f"Run {ids[0]}")
+    expect(page.locator("#compare thead")).to_contain_text(f"Run {ids[1]}")
+    expect(page.locator("#compare")).to_contain_text("modelled")
+    expect(page.locator("#equity-chart")).to_have_attribute("data-ready", "true")
+    page.screenshot(path=str(ARTIFACTS_DIR / "backtest-compare.png"), full_page=True)
