@@ -121,8 +121,13 @@
     const el = document.getElementById("equity-chart");
     const chart = LC.createChart(el, chartOptions(el));
     const colors = [cssVar("--accent", "#2962ff"), "#ef6c00"];
-    JSON.parse(compareData.textContent).forEach((run, i) => {
-      const s = chart.addSeries(LC.LineSeries, { color: colors[i % 2], lineWidth: 2, title: `run ${run.id} (${run.unit})` });
+    const runs = JSON.parse(compareData.textContent);
+    // points and rupees share no scale: a run in another unit than the first gets the left one
+    const mixed = runs.some((r) => r.unit !== runs[0].unit);
+    if (mixed) chart.applyOptions({ leftPriceScale: { visible: true, borderVisible: false } });
+    runs.forEach((run, i) => {
+      const scale = mixed && run.unit !== runs[0].unit ? "left" : "right";
+      const s = chart.addSeries(LC.LineSeries, { color: colors[i % 2], lineWidth: 2, priceScaleId: scale, title: `run ${run.id} (${run.unit})` });
       s.setData(run.equity.map(([day, eq]) => ({ time: day, value: eq })));
     });
     chart.timeScale().fitContent();
