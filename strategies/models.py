@@ -338,3 +338,4 @@ class AuditEvent(models.Model):
 
 
 from strategies.backtests.models import BacktestRun, BacktestSweep  # noqa: E402,F401  (backtests from the web)
+from strategies.execution.models import TradingState  # noqa: E402,F401  (trading states: strategies.trading)

@@ -35,6 +35,9 @@ class FakeOrderBook:
         self.orders: dict[str, dict] = {}
         self.requests: list[dict] = []  # every place/modify/cancel body, for test assertions
         self.available_margin = 1_000_000.0
+        # Test hook: the next placed orders are accepted, then rejected by the exchange with these
+        # status messages (as Upstox does: an order id, then status "rejected").
+        self.reject_next: list[str] = []
 
     def _now(self) -> str:
         return datetime.now(IST).strftime("%Y-%m-%d %H:%M:%S")
@@ -89,11 +92,34 @@ class FakeOrderBook:
                 "order_request_id": "1",
                 "order_ref_id": f"FAKE-{order_id}",
             }
-            if order["order_type"] == "MARKET":
+            if self.reject_next:
+                order["status"] = "rejected"
+                order["pending_quantity"] = 0
+                order["status_message"] = order["status_message_raw"] = self.reject_next.pop(0)
+            elif order["order_type"] == "MARKET":
                 self._fill(order, self._price_of(order["instrument_token"]))
             self.orders[order_id] = order
         self._notify(order)
         return [order_id]
+
+    def fill(self, order_id: str, quantity: int, price: float) -> dict:
+        """Test hook: execute `quantity` more of an open order at `price` (a partial fill when
+        less than the pending quantity); the average price and the stream follow."""
+        with self._lock:
+            order = self.orders[order_id]
+            if order["status"] not in OPEN_STATES:
+                raise OrderError(400, "UDAPI100040", f"Order is already {order['status']}")
+            quantity = min(int(quantity), int(order["quantity"]) - order["filled_quantity"])
+            done = order["filled_quantity"]
+            order["average_price"] = round(
+                (order["average_price"] * done + price * quantity) / (done + quantity), 2
+            )
+            order["filled_quantity"] = done + quantity
+            order["pending_quantity"] = int(order["quantity"]) - order["filled_quantity"]
+            if order["pending_quantity"] == 0:
+                order["status"] = "complete"
+        self._notify(order)
+        return dict(order)
 
     def _fill(self, order: dict, price: float) -> None:
         order["status"] = "complete"

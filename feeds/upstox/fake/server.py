@@ -8,7 +8,7 @@ portfolio stream (JSON order updates), historical and intraday candles, the inst
 positions and funds, with the `{"status":"error","errors":[...]}` envelope and 401/429 errors.
 
 Test hooks (thread-safe, call from any thread): `drop_connections`, `send_garbage`,
-`refuse_401`, `fail_next_rest`, `pause_stream`, `set_session_status`, `set_price`; records `client_frames` (sub,
+`refuse_401`, `fail_next_rest`, `lose_next_order_responses`, `drop_portfolio_connections`, `pause_stream`, `set_session_status`, `set_price`; records `client_frames` (sub,
 unsub, change_mode), `feed_connections`, `rest_requests` and `orders`. It never contacts the real
 broker and never pretends to be one outside 127.0.0.1 unless told to bind elsewhere.
 """
@@ -139,6 +139,9 @@ class FakeUpstox:
         self.orders = FakeOrderBook(self.market.price, on_update=self._order_updated)
         self.refuse_401 = False
         self.fail_next_rest: list[int] = []  # test hook: answer the next REST calls with these statuses
+        # Test hook: act on the next N order requests (place/modify/cancel) but send no answer
+        # (the connection closes): a response lost after the broker accepted the order.
+        self.lose_next_order_responses = 0
         self.paused = False
         self.client_frames: list[dict] = []
         self.rest_requests: list[tuple[str, str]] = []
@@ -267,6 +270,15 @@ class FakeUpstox:
                     await client.connection.send(payload)
 
         self._call(send)
+
+    def drop_portfolio_connections(self) -> None:
+        """Drop every portfolio stream connection abruptly (no close frame)."""
+
+        async def drop():
+            for connection in list(self._portfolio_clients):
+                connection.transport.abort()
+
+        self._call(drop)
 
     def pause_stream(self, paused: bool = True) -> None:
         """Stop sending data while keeping connections open (a silent, half-open feed)."""
@@ -614,13 +626,15 @@ def _rest_handler(fake: FakeUpstox) -> type[BaseHTTPRequestHandler]:
             url = urlsplit(self.path)
             path, query = url.path, {k: v[0] for k, v in parse_qs(url.query).items()}
             fake.rest_requests.append((method, path))
+            try:
+                body = self._body()  # always drain it: a keep-alive connection must not see leftovers
+            except ValueError:
+                body = None
             if fake.fail_next_rest:
                 status = fake.fail_next_rest.pop(0)
                 code, message = _FAILURES.get(status, ("UDAPI100500", "Something went wrong"))
                 return self._error(status, code, message)
-            try:
-                body = self._body()  # always drain it: a keep-alive connection must not see leftovers
-            except ValueError:
+            if body is None:
                 return self._error(400, "UDAPI1000", "Malformed request body")
             # Unauthenticated endpoints: the master (a public asset) and the OAuth flow.
             if method == "GET" and MASTER_PATH_RE.match(path):
@@ -640,6 +654,10 @@ def _rest_handler(fake: FakeUpstox) -> type[BaseHTTPRequestHandler]:
                 return self._error(401, "UDAPI100050", "Invalid token used to access API")
             if fake.rate_limited():
                 return self._error(429, "UDAPI10005", "Too Many Request Sent")
+            if fake.lose_next_order_responses and "/order/" in path and method != "GET":
+                fake.lose_next_order_responses -= 1
+                self._send = lambda *args, **kwargs: None  # act, then answer nothing
+                self.close_connection = True
             try:
                 return self._authenticated(method, path, query, body)
             except OrderError as e:
