@@ -1,7 +1,8 @@
 """WebSocket consumers for the dashboard.
 
-They only forward what the feed publishes to Channels groups (and, on connect, the session's price
-line and the last snapshot it left in Redis); they never compute market state and never accept an
+They only forward what the feed and the strategy workers publish to Channels groups (market
+snapshots, auction states, strategy updates) and, on connect, the session's price line and the last
+snapshot and auction states left in Redis; they never compute market state and never accept an
 unauthenticated connection.
 """
 
@@ -12,7 +13,8 @@ import logging
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from auctionsite import selectors
-from feeds.groups import MARKET_GROUP
+from auctionsite.auction_feed import AUCTION_GROUP
+from feeds.groups import MARKET_GROUP, STRATEGY_GROUP
 
 logger = logging.getLogger(__name__)
 
@@ -20,8 +22,12 @@ logger = logging.getLogger(__name__)
 CLOSE_UNAUTHENTICATED = 4401
 
 
+GROUPS = (MARKET_GROUP, AUCTION_GROUP, STRATEGY_GROUP)
+
+
 class MarketConsumer(AsyncJsonWebsocketConsumer):
-    """`/ws/market/`: conflated market snapshots for a logged-in user."""
+    """`/ws/market/`: conflated market snapshots, auction states and strategy updates for a
+    logged-in user (one socket per page)."""
 
     joined = False
 
@@ -30,11 +36,12 @@ class MarketConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        await self.channel_layer.group_add(MARKET_GROUP, self.channel_name)
+        for group in GROUPS:
+            await self.channel_layer.group_add(group, self.channel_name)
         self.joined = True
         await self.accept()
         try:
-            history, snapshot = await self.first_messages()
+            history, snapshot, auctions = await self.first_messages()
         except Exception as exc:  # a page without its first messages still gets the live ones
             logger.warning("market history/snapshot unavailable: %s", type(exc).__name__)
             return
@@ -42,23 +49,34 @@ class MarketConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json(history)
         if snapshot is not None:
             await self.send_json(snapshot)
+        for message in auctions:
+            await self.send_json(message)
 
-    async def first_messages(self) -> tuple[dict | None, dict | None]:
-        """The session's price line so far and the last snapshot, so a page is never blank."""
+    async def first_messages(self) -> tuple[dict | None, dict | None, list[dict]]:
+        """The session's price line so far, the last snapshot and the last auction state of each
+        watched index, so a page is never blank."""
         client = selectors.market_redis()
         try:
             snapshot = await selectors.latest_market_snapshot(client)
             keys = [i.key for i in selectors.watchlist()]
+            auctions = await selectors.latest_auction_states(client, keys)
             keys += [k for k in (snapshot or {}).get("instruments", {}) if k not in keys]
             series = await selectors.price_history(client, keys)
         finally:
             await client.aclose()
         history = {"type": selectors.HISTORY_TYPE, "series": series} if series else None
-        return history, snapshot
+        return history, snapshot, auctions
 
     async def disconnect(self, code):
         if self.joined:
-            await self.channel_layer.group_discard(MARKET_GROUP, self.channel_name)
+            for group in GROUPS:
+                await self.channel_layer.group_discard(group, self.channel_name)
 
     async def market_snapshot(self, event):
+        await self.send_json(event)
+
+    async def auction_state(self, event):
+        await self.send_json(event)
+
+    async def strategy_update(self, event):
         await self.send_json(event)

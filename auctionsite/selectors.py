@@ -185,3 +185,167 @@ async def price_history(
 
 def _ist_day(ts_ms: int) -> date:
     return datetime.fromtimestamp(ts_ms / 1000, tz=IST).date()
+
+
+async def latest_auction_states(client: aioredis.Redis, instrument_keys: list[str]) -> list[dict]:
+    """The last `auction.state` message the feed kept for each instrument (those it has)."""
+    from auctionsite.auction_feed import auction_state_key
+
+    if not instrument_keys:
+        return []
+    raws = await client.mget([auction_state_key(k) for k in instrument_keys])
+    out = []
+    for raw in raws:
+        if not raw:
+            continue
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(message, dict):
+            out.append(message)
+    return out
+
+
+# --- strategies and history for the dashboard ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyStatus:
+    """One strategy's row in the dashboard's strategies panel (its figures come live)."""
+
+    slug: str
+    name: str
+    enabled: bool
+    mode: str
+    instruments: list[str]
+    trading_state: str
+    trading_reason: str
+    heartbeat_ms: int | None
+
+
+def strategy_statuses() -> list[StrategyStatus]:
+    """Every configured strategy with its on/off switch, paper/live mode, trading state and the
+    last heartbeat of its worker (None when it has none)."""
+    import redis as sync_redis
+
+    from feeds.groups import WORKER_HEARTBEATS_KEY
+    from strategies.models import StrategyConfig
+
+    try:
+        from strategies import trading
+    except ImportError:  # trading states not installed: the panel shows the configuration only
+        trading = None
+
+    beats: dict[str, int] = {}
+    try:
+        client = sync_redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
+        try:
+            beats = {k.decode(): int(v) for k, v in client.hgetall(WORKER_HEARTBEATS_KEY).items()}
+        finally:
+            client.close()
+    except Exception:  # the panel still shows the configuration without Redis
+        beats = {}
+    out = []
+    for config in StrategyConfig.objects.order_by("slug"):
+        state_name, reason = "", ""
+        if trading is not None:
+            state = trading.effective_state(config.slug)
+            state_name, reason = str(state.state), state.reason
+        beat = max((ms for name, ms in beats.items() if config.slug in name), default=None)
+        out.append(
+            StrategyStatus(
+                slug=config.slug,
+                name=config.strategy_class,
+                enabled=config.enabled,
+                mode=config.mode,
+                instruments=list(config.instruments or []),
+                trading_state=state_name,
+                trading_reason=reason,
+                heartbeat_ms=beat,
+            )
+        )
+    return out
+
+
+def todays_signals(limit: int = 200) -> list[dict]:
+    """Today's stored signals (oldest first) in the `strategy.update` signal shape, so the chart's
+    markers survive a page reload."""
+    from datetime import timedelta
+
+    from strategies.models import Signal
+
+    now = datetime.now(IST)
+    start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    rows = (
+        Signal.objects.filter(ts__gte=start, ts__lt=start + timedelta(days=1))
+        .select_related("strategy")
+        .order_by("-ts")[:limit]
+    )
+    return [
+        {
+            "id": s.pk,
+            "slug": s.strategy.slug,
+            "ts": s.ts.astimezone(IST).isoformat(),
+            "instrument_key": s.instrument_key,
+            "side": s.side,
+            "kind": s.kind,
+            "price": None if s.price is None else f"{s.price:.2f}",
+            "reason": s.reason,
+        }
+        for s in reversed(rows)
+    ]
+
+
+def history_days(instrument_key: str) -> list[date]:
+    """Session days the history store holds for an instrument, newest first (empty without a store)."""
+    from persistence.readers import session_days
+
+    try:
+        return sorted(session_days(instrument_key, settings.HISTORY_DIR), reverse=True)
+    except Exception:
+        return []
+
+
+def session_profile(instrument_key: str, day: date) -> dict | None:
+    """A past session's final profile from the history store, as an `auction.state` message
+    (None when the store has no candles for that day)."""
+    from datetime import timedelta
+
+    from auctionsite.auction_feed import PRIOR_DAYS, auction_message, stored_sessions
+    from strategies.engine import params_for
+
+    states = stored_sessions(instrument_key, day - timedelta(days=PRIOR_DAYS), day, settings.HISTORY_DIR)
+    for state in states:
+        if state.session_date == day:
+            return auction_message(
+                instrument_key, instrument_display_name(instrument_key), state, params_for(instrument_key)
+            )
+    return None
+
+
+def composite(instrument_key: str, last_day: date, sessions: int) -> dict | None:
+    """The TPO composite of the last `sessions` stored sessions up to `last_day`: counts by row,
+    POC and value area (None without stored sessions)."""
+    from datetime import timedelta
+
+    from auctionsite.auction_feed import stored_sessions
+    from strategies.engine import composite_of
+    from strategies.engine.serialize import price_key
+
+    span = max(sessions * 2 + 10, 14)  # calendar days covering that many sessions over weekends
+    states = stored_sessions(instrument_key, last_day - timedelta(days=span), last_day, settings.HISTORY_DIR)
+    states = [s for s in states if s.session_date is not None][-sessions:]
+    if not states:
+        return None
+    comp = composite_of(states, "tpo")
+    return {
+        "type": "auction.composite",
+        "instrument_key": instrument_key,
+        "sessions": [s.session_date.isoformat() for s in states],
+        "row_size": states[0].row_size,
+        "tpo_counts": {price_key(row): n for row, n in comp.counts.items()},
+        "poc": comp.poc,
+        "vah": comp.vah,
+        "val": comp.val,
+    }

@@ -147,7 +147,8 @@ FEED_SNAPSHOT_MS = env.int("FEED_SNAPSHOT_MS", default=100)
 FEED_FLUSH_MS = env.int("FEED_FLUSH_MS", default=500)
 TICK_STREAM_MAXLEN = env.int("TICK_STREAM_MAXLEN", default=500_000)
 # Called after every feed flush (runfeed): strategy dispatch sends each enabled strategy its claim check.
-FEED_FLUSH_HOOKS = ["strategies.dispatch.flush_hook"]
+# The dashboard's live auction states (one engine per watched index) read the same ranges.
+FEED_FLUSH_HOOKS = ["strategies.dispatch.flush_hook", "auctionsite.auction_feed.flush_hook"]
 SIM_SPEED = env.float("SIM_SPEED", default=1.0)
 
 # --- Upstox -----------------------------------------------------------------------------------

@@ -1,11 +1,16 @@
 // The dashboard's live view: one WebSocket to /ws/market/, snapshots merged into instrument cards,
-// a small canvas line chart per instrument, and the feed's status with a banner when it is not well.
-// It only displays what the server sends; it never computes trading state. No build step: an ES
-// module served as is.
+// a small canvas line chart per instrument, the feed's status with a banner when it is not well,
+// and (auction.js, strategies.js) the auction panels and the strategies panel fed by the same
+// socket's `auction.state` and `strategy.update` messages. It only displays what the server sends;
+// it never computes trading state. No build step: ES modules served as is.
+
+import { AuctionPanel } from "./auction.js";
+import { StrategiesPanel } from "./strategies.js";
 
 const script = document.getElementById("dashboard-script");
 const WS_PATH = script.dataset.wsPath;
 const LOGIN_URL = script.dataset.loginUrl;
+const AUCTION_URLS = { history: script.dataset.historyUrl, composite: script.dataset.compositeUrl };
 const STALE_MS = 10_000; // no message from the feed for this long: say so
 const MAX_POINTS = 5_000; // per chart; beyond it the line is thinned, never cut
 const MAX_BACKOFF_MS = 15_000;
@@ -454,6 +459,8 @@ function connect() {
     }
     if (message.type === "market.snapshot") applySnapshot(message);
     else if (message.type === "market.history") applyHistory(message);
+    else if (message.type === "auction.state") applyAuction(message);
+    else if (message.type === "strategy.update") strategies.apply(message);
   });
   socket.addEventListener("close", async (event) => {
     state.socketOpen = false;
@@ -472,9 +479,23 @@ function connect() {
   });
 }
 
+// --- Auction panels and strategies ------------------------------------------------------------
+
+const auctionPanels = new Map();
+document.querySelectorAll("#auctions [data-auction]").forEach((el) => {
+  auctionPanels.set(el.dataset.auction, new AuctionPanel(el, AUCTION_URLS));
+});
+const strategies = new StrategiesPanel(auctionPanels);
+
+function applyAuction(message) {
+  const panel = auctionPanels.get(message.instrument_key);
+  if (panel) panel.applyLive(message);
+}
+
 // Charts read their colours from CSS variables: redraw when the light/dark scheme changes.
 window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
   for (const card of cards.values()) card.chart.schedule();
+  for (const panel of auctionPanels.values()) panel.redraw();
 });
 
 setInterval(tick, 250);

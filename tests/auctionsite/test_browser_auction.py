@@ -1,0 +1,160 @@
+"""The auction panels in a real Chromium against a real Daphne: a replayed session's auction state
+reaches the page through Redis (the last state, on connect) and the real pub/sub channel layer
+(live), and the TPO chart drawn from it matches the engine's `compute_session` on the same ticks
+(rows, POC row, value-area rows, read back from the DOM). A strategy signal becomes a chart marker.
+Screenshots go to var/test-artifacts/."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from datetime import date
+
+import pytest
+import redis
+from channels_redis.pubsub import RedisPubSubChannelLayer
+from playwright.sync_api import expect
+
+from auctionsite.auction_feed import AUCTION_GROUP, InstrumentAuction, auction_state_key
+from feeds.groups import STRATEGY_GROUP
+from strategies.engine import NIFTY50, AuctionEngine, compute_session
+from tests.auctionsite.test_auction_feed import DAY, NIFTY, as_engine_ticks, session_ticks
+from tests.auctionsite.test_browser_dashboard import log_in
+from tests.conftest import ARTIFACTS_DIR
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def replayed_message(ticks, day: date = DAY) -> dict:
+    """What the feed's publisher sends after a session's ticks (its per-instrument code, unseeded)."""
+    auction = InstrumentAuction(NIFTY, "Nifty 50", NIFTY50)
+    auction.start_day(AuctionEngine(NIFTY50), day)
+    for t in ticks:
+        auction.on_index_tick(t.ts_ms, t.ltp)
+    return auction.message()
+
+
+def send(server, group: str, message: dict) -> None:
+    """group_send on the server's channel layer, from a thread (Playwright's loop owns this one)."""
+    errors: list[BaseException] = []
+
+    async def go():
+        layer = RedisPubSubChannelLayer(hosts=[server.redis_url], prefix=server.channel_prefix)
+        try:
+            await layer.group_send(group, message)
+        finally:
+            await layer.flush()
+
+    def run():
+        try:
+            asyncio.run(go())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout=20)
+    assert not errors, errors
+
+
+@pytest.fixture
+def stored_auction(daphne_server):
+    client = redis.Redis.from_url(daphne_server.redis_url)
+    key = auction_state_key(NIFTY)
+    yield lambda message: client.set(key, json.dumps(message))
+    client.delete(key)
+    client.close()
+
+
+def profile_attrs(page) -> dict:
+    return page.locator(f'[data-auction="{NIFTY}"] [data-profile]').evaluate("el => ({...el.dataset})")
+
+
+def expected_attrs(state) -> dict:
+    va = [row for row in state.tpo_counts if state.val <= row <= state.vah]
+    return {
+        "rows": str(len(state.tpo_counts)),
+        "pocRowDrawn": _num(state.poc),
+        "vaRows": str(len(va)),
+        "periods": str(len(state.periods)),
+        "letters": str(sum(state.tpo_counts.values())),
+        "session": state.session_date.isoformat(),
+    }
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def test_tpo_chart_matches_the_engine(daphne_server, daphne_user, page, stored_auction):
+    ticks = session_ticks()
+    engine_state = compute_session(as_engine_ticks(ticks), NIFTY50)
+    # Half the session is in Redis when the page connects; the rest arrives live.
+    half = [t for t in ticks if t.ts_ms < ticks[0].ts_ms + 3 * 3600_000]
+    stored_auction(replayed_message(half))
+    log_in(page, daphne_server, daphne_user)
+    panel = page.locator(f'[data-auction="{NIFTY}"]')
+    expect(panel.locator("[data-profile]")).to_have_attribute("data-periods", "6")
+    half_state = compute_session(as_engine_ticks(half), NIFTY50)
+    got = profile_attrs(page)
+    assert {k: got.get(k) for k in expected_attrs(half_state)} == expected_attrs(half_state)
+
+    send(daphne_server, AUCTION_GROUP, replayed_message(ticks))
+    expect(panel.locator("[data-profile]")).to_have_attribute("data-periods", "13")
+    got = profile_attrs(page)
+    assert {k: got.get(k) for k in expected_attrs(engine_state)} == expected_attrs(engine_state)
+    assert got["poc"] == _num(engine_state.poc)
+    assert (got["vah"], got["val"]) == (_num(engine_state.vah), _num(engine_state.val))
+    # Labels with their explanations, candles and levels on the candle chart.
+    expect(panel.locator('[data-label="open_type"]')).not_to_have_text("—")
+    assert "period A" in panel.locator('[data-label="open_type"]').get_attribute("title")
+    expect(panel.locator("[data-candles]")).to_have_attribute("data-bars", "375")
+    titles = panel.locator("[data-candles]").get_attribute("data-level-titles").split(",")
+    assert {"POC", "VAH", "VAL", "IBH", "IBL"} <= set(titles)
+    panel.screenshot(path=str(ARTIFACTS_DIR / "auction-panel.png"))
+    page.screenshot(path=str(ARTIFACTS_DIR / "dashboard-auction.png"), full_page=True)
+
+
+def test_signal_becomes_a_marker(daphne_server, daphne_user, page, stored_auction):
+    ticks = session_ticks()
+    stored_auction(replayed_message(ticks))
+    log_in(page, daphne_server, daphne_user)
+    candles = page.locator(f'[data-auction="{NIFTY}"] [data-candles]')
+    expect(candles).to_have_attribute("data-bars", "375")
+    expect(candles).to_have_attribute("data-markers", "0")
+    signal = {
+        "id": 9001,
+        "ts": "2025-11-24T11:02:10+05:30",
+        "instrument_key": NIFTY,
+        "side": "long",
+        "kind": "entry",
+        "price": "26010.00",
+        "stop": "25990.00",
+        "target": "26060.00",
+        "reason": "IB breakout above IBH",
+        "stream_id": "1-0",
+    }
+    update = {
+        "type": "strategy.update",
+        "slug": "ib-test",
+        "strategy_class": "ib_breakout",
+        "mode": "paper",
+        "version": 1,
+        "ts_ms": 1,
+        "last_tick_ms": 1,
+        "signals": [signal],
+        "orders": [],
+        "positions": [],
+        "pnl": {
+            "day": "2025-11-24",
+            "realised": "0.00",
+            "charges": "0.00",
+            "unrealised": "0.00",
+            "net": "0.00",
+        },
+    }
+    send(daphne_server, STRATEGY_GROUP, update)
+    expect(candles).to_have_attribute("data-markers", "1")
+    assert "long" in candles.get_attribute("data-marker-texts")
+    candles.screenshot(path=str(ARTIFACTS_DIR / "auction-marker.png"))
