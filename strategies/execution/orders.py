@@ -442,6 +442,20 @@ def _send(
             apply_broker_order(order, found[0], actor=actor)
         return
     apply_broker_order(order, placed, actor=actor)
+    # Confirm at once what the broker made of it (a market order is usually complete by now); the
+    # portfolio stream and the reconciliation catch anything later.
+    lookup = getattr(venue, "order", None)
+    if placed.state == SUBMITTED and placed.broker_order_id and lookup is not None:
+        try:
+            current = lookup(placed.broker_order_id)
+        except (BrokerError, ResponseLost) as exc:
+            log.info("order %s: no confirmation yet (%s)", order.client_order_id, exc)
+            return
+        if current is not None:
+            try:
+                apply_broker_order(order, current, actor=actor)
+            except OrderConflict as exc:  # left for the reconciliation, which halts on it
+                log.error("order %s: %s", order.client_order_id, exc)
 
 
 # --- Making a stored order agree with the broker ------------------------------------------------

@@ -311,6 +311,9 @@ class UpstoxBroker:
                 if exc.status == 0:  # the SDK's own wrapper of a TLS failure: nothing came back
                     raise ResponseLost(f"{what}: {exc.reason}") from None
                 error = error_of(exc)
+                if exc.status >= 500:
+                    # A server error may come after the broker acted: as good as no answer.
+                    raise ResponseLost(f"{what}: HTTP {exc.status} {error.code} {error.message}") from None
                 if exc.status == 429 or error.code == RATE_LIMITED:
                     if attempt == self.max_retries:
                         raise error from None

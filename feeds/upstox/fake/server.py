@@ -630,7 +630,12 @@ def _rest_handler(fake: FakeUpstox) -> type[BaseHTTPRequestHandler]:
                 body = self._body()  # always drain it: a keep-alive connection must not see leftovers
             except ValueError:
                 body = None
-            if fake.fail_next_rest:
+            losing = bool(fake.lose_next_order_responses and "/order/" in path and method != "GET")
+            if losing:
+                fake.lose_next_order_responses -= 1
+                self._send = lambda *args, **kwargs: None  # act, then answer nothing
+                self.close_connection = True
+            elif fake.fail_next_rest:
                 status = fake.fail_next_rest.pop(0)
                 code, message = _FAILURES.get(status, ("UDAPI100500", "Something went wrong"))
                 return self._error(status, code, message)
@@ -654,10 +659,6 @@ def _rest_handler(fake: FakeUpstox) -> type[BaseHTTPRequestHandler]:
                 return self._error(401, "UDAPI100050", "Invalid token used to access API")
             if fake.rate_limited():
                 return self._error(429, "UDAPI10005", "Too Many Request Sent")
-            if fake.lose_next_order_responses and "/order/" in path and method != "GET":
-                fake.lose_next_order_responses -= 1
-                self._send = lambda *args, **kwargs: None  # act, then answer nothing
-                self.close_connection = True
             try:
                 return self._authenticated(method, path, query, body)
             except OrderError as e:

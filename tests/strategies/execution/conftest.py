@@ -36,7 +36,24 @@ def upstox(fake):
 
 
 @pytest.fixture
-def config(db):
+def option_row(db):
+    """The option in the instrument master (lot 65, freeze 1800): what the risk gate counts lots by."""
+    from feeds.models import Instrument
+
+    return Instrument.objects.create(
+        instrument_key=OPTION,
+        exchange_token="43919",
+        segment="NSE_FO",
+        name="NIFTY",
+        trading_symbol="NIFTY 26000 CE",
+        instrument_type="CE",
+        lot_size=65,
+        freeze_quantity=1800,
+    )
+
+
+@pytest.fixture
+def config(db, option_row):
     from strategies import services
 
     return services.create_strategy_config(
