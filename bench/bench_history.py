@@ -3,13 +3,16 @@
     .venv/bin/python bench/bench_history.py [--quick]
 
 Prints one JSON object:
-* write: ~20 s of generated exchange data (60,000 ticks per second over 200 instruments, --quick:
-  5 s) fed to HistoryWriter in 2,000-tick batches, as the feed would, with a flush after every
-  second of data (the store already holds a previous day of candles); ticks/s is ticks written / wall time spent in write_ticks + flush (generation
-  excluded), so the flush cadence is at least once per wall-clock second.
-* read_while_writing: another process runs read_ticks (one instrument, the whole day),
-  read_candles_1m (both days) and session_days in a loop while the writer runs; latencies in ms.
-  read_idle: the same queries after the writer closed (one file per day).
+* write_paced_60k_per_s: 20 s of generated exchange data (60,000 ticks per second over 200
+  instruments; --quick: 5 s) fed to HistoryWriter in 2,000-tick calls, as the feed would, with a
+  flush after every second of data and no faster than real time; `duty` is the fraction of wall
+  time the writer was busy. write_flat_out: the next 20 s of data as fast as possible (a flush per
+  second of data, so several per wall-clock second). ticks_per_s = ticks / time spent in
+  write_ticks + flush (tick generation excluded). The store already holds a previous day of
+  candles.
+* read_while_*: another process runs read_ticks (one instrument, today), read_candles_1m (both
+  days) and session_days in a loop during each phase; latencies in ms. read_idle: the same after
+  the writer closed (one file per day).
 * import: `import_history` of each file in ../shared/data when present (skipped otherwise), then
   the same file again (must add nothing).
 """
@@ -112,63 +115,77 @@ def reader_loop(root: str, stop, results) -> None:
     )
 
 
+def _with_reader(root: Path, ctx, work) -> tuple[object, dict]:
+    """Run `work()` while another process reads the store in a loop; returns both results."""
+    stop, results = ctx.Event(), ctx.Queue()
+    reader = ctx.Process(target=reader_loop, args=(str(root), stop, results))
+    reader.start()
+    time.sleep(1.5)  # let the reader import and connect before timing
+    outcome = work()
+    stop.set()
+    report = results.get(timeout=120)
+    reader.join(timeout=60)
+    return outcome, report
+
+
+def _feed(writer: HistoryWriter, first: int, seconds: int, paced: bool) -> dict:
+    """Feed `seconds` seconds of data in BATCH-tick calls with a flush after each second of data;
+    paced: no faster than real time (the feed's case), else flat out."""
+    flushes, busy, ticks = [], 0.0, 0
+    for s in range(first, first + seconds):
+        second = generate(s)
+        ticks += len(second)
+        t0 = time.perf_counter()
+        for i in range(0, len(second), BATCH):
+            writer.write_ticks(second[i : i + BATCH])
+        t1 = time.perf_counter()
+        writer.flush()
+        t2 = time.perf_counter()
+        flushes.append(t2 - t1)
+        busy += t2 - t0
+        if paced:
+            time.sleep(max(0.0, 1.0 - (t2 - t0)))
+    return {
+        "seconds_of_data": seconds,
+        "ticks": ticks,
+        "busy_s": round(busy, 2),
+        "ticks_per_s": round(ticks / busy),
+        "flush_ms": _ms(flushes),
+    }
+
+
 def bench_write(seconds: int) -> dict:
-    batches = [generate(s) for s in range(seconds)]
-    total = sum(len(b) for b in batches)
+    ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "history"
-        ctx = mp.get_context("spawn")
-        stop, results = ctx.Event(), ctx.Queue()
-        reader = ctx.Process(target=reader_loop, args=(str(root), stop, results))
         writer = HistoryWriter(root, flush_interval=None)
         writer.write_candles(prior_day_candles())  # so readers query candles while ticks stream in
         writer.flush()
-        reader.start()
-        time.sleep(1.0)  # let the reader start up before timing
-        flushes, busy = [], 0.0
-        for second in batches:
-            t0 = time.perf_counter()
-            for i in range(0, len(second), BATCH):
-                writer.write_ticks(second[i : i + BATCH])
-            t1 = time.perf_counter()
-            writer.flush()
-            t2 = time.perf_counter()
-            flushes.append(t2 - t1)
-            busy += t2 - t0
-            # Feed in real time at most: the next second of data is not due before a second passed.
-            time.sleep(max(0.0, 1.0 - (t2 - t0)))
-        stop.set()
-        while_writing = results.get(timeout=120)
-        reader.join(timeout=60)
+        paced, read_paced = _with_reader(root, ctx, lambda: _feed(writer, 0, seconds, paced=True))
+        paced["duty"] = round(paced["busy_s"] / seconds, 3)
+        flat_out, read_flat_out = _with_reader(
+            root, ctx, lambda: _feed(writer, seconds, seconds, paced=False)
+        )
         t = time.perf_counter()
         writer.close()
         close_s = time.perf_counter() - t
         stats = dict(writer.stats)
-        idle_stop, idle_results = ctx.Event(), ctx.Queue()
-        idle = ctx.Process(target=reader_loop, args=(str(root), idle_stop, idle_results))
-        idle.start()
-        time.sleep(4)
-        idle_stop.set()
-        read_idle = idle_results.get(timeout=60)
-        idle.join(timeout=60)
+        _, read_idle = _with_reader(root, ctx, lambda: time.sleep(4))
         files = len(list(root.glob("*/*/*.parquet")))
         size_mb = sum(p.stat().st_size for p in root.glob("*/*/*.parquet")) / 1e6
     return {
-        "write": {
-            "seconds_of_data": seconds,
+        "write_paced_60k_per_s": paced,
+        "write_flat_out": flat_out,
+        "writer": {
             "instruments": len(INSTRUMENTS),
-            "ticks": total,
             "written": stats["written"],
-            "busy_s": round(busy, 2),
-            "ticks_per_s": round(total / busy),
-            "duty_at_60k_ticks_per_s": round(busy / seconds, 3),
-            "flush_ms": _ms(flushes),
-            "compactions": stats["compactions"],
+            "merges": stats["compactions"],
             "close_s": round(close_s, 2),
             "files_after_close": files,
             "parquet_mb": round(size_mb, 1),
         },
-        "read_while_writing": while_writing,
+        "read_while_paced_writing": read_paced,
+        "read_while_flat_out_writing": read_flat_out,
         "read_idle": read_idle,
     }
 
