@@ -232,3 +232,61 @@ def reconcile_live() -> ReconcileReport | None:
         from feeds.upstox.client import close_api_client
 
         close_api_client(broker.api_client)
+
+
+# --- The portfolio stream's handlers ---------------------------------------------------------------
+
+
+def stream_handlers(venue: Venue):
+    """(on_update, on_connect) for `portfolio_stream.PortfolioStream`: an update is applied to the
+    order it names (by broker order id, else tag; an order the bot did not make is left to the
+    reconciliation's position check); every (re)connect reconciles."""
+    from django.db import close_old_connections
+
+    from strategies.execution.orders import find_order
+
+    def on_update(report: BrokerOrder) -> None:
+        close_old_connections()
+        order = find_order(report, broker=venue.name)
+        if order is None:
+            return
+        try:
+            apply_broker_order(order, report, actor="portfolio-stream")
+        except (OrderConflict, services.IllegalOrderTransition, services.FillRejected) as exc:
+            log.error("portfolio stream: %s; reconciling", exc)
+            reconcile(venue)
+
+    def on_connect() -> None:
+        close_old_connections()
+        reconcile(venue)
+
+    return on_update, on_connect
+
+
+def run_portfolio_stream(stop_event=None) -> None:
+    """Run the live account's portfolio stream until `stop_event` is set (a process of its own,
+    started beside the strategy workers when live trading is possible). Returns at once when no
+    live broker can be built."""
+    import threading
+
+    from feeds.upstox import client
+    from feeds.upstox.tokens import order_token
+    from strategies.execution.orders import live_broker
+    from strategies.execution.portfolio_stream import PortfolioStream
+    from strategies.execution.upstox import LiveBrokerRefused
+
+    try:
+        broker = live_broker()
+    except LiveBrokerRefused as exc:
+        log.info("portfolio stream not started: %s", exc)
+        return
+    on_update, on_connect = stream_handlers(broker)
+    stream = PortfolioStream(
+        lambda: client.api_client(order_token() or ""), on_update=on_update, on_connect=on_connect
+    ).start()
+    stop_event = stop_event or threading.Event()
+    try:
+        stop_event.wait()
+    finally:
+        stream.stop()
+        client.close_api_client(broker.api_client)
