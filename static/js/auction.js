@@ -147,6 +147,7 @@ export class ProfileChart {
   }
 
   draw() {
+    const started = performance.now();
     const layout = layoutProfile(this.message);
     const { rows } = layout;
     const fig = this.figure;
@@ -186,7 +187,8 @@ export class ProfileChart {
     ctx.textAlign = "right";
     const every = rowPx >= 12 ? 1 : Math.ceil(12 / rowPx);
     rows.forEach((r, i) => {
-      if (r.row % every !== 0 && r.row !== layout.poc) return;
+      const nearPoc = layout.poc !== null && r.row !== layout.poc && Math.abs(r.row - layout.poc) < every;
+      if ((r.row % every !== 0 || nearPoc) && r.row !== layout.poc) return;
       ctx.fillStyle = r.row === layout.poc ? ink : muted;
       ctx.fillText(priceFormat.format(r.label), axisW - 6, y(i) + rowPx / 2);
     });
@@ -285,6 +287,7 @@ export class ProfileChart {
     fig.dataset.singleRows = String(layout.singles.size);
     fig.dataset.volumeRows = String(rows.filter((r) => r.volume > 0).length);
     fig.dataset.kind = "session";
+    fig.dataset.drawMs = (performance.now() - started).toFixed(1);
   }
 
   drawComposite() {
@@ -343,8 +346,8 @@ export class CandleChart {
     this.lines = [];
     this.markers = new Map(); // id -> marker
     this.barTimes = new Set();
-    this.pendingCandles = null;
-    this.pendingLevels = [];
+    this.scaleLevels = [];
+    this.fitted = false;
   }
 
   ensure() {
@@ -355,13 +358,27 @@ export class CandleChart {
       layout: { background: { color: "transparent" }, textColor: cssVar("--muted"), fontSize: 11 },
       grid: { vertLines: { color: cssVar("--line") }, horzLines: { color: cssVar("--line") } },
       rightPriceScale: { borderColor: cssVar("--line") },
-      timeScale: { borderColor: cssVar("--line"), timeVisible: true, secondsVisible: false },
+      timeScale: { borderColor: cssVar("--line"), timeVisible: true, secondsVisible: false, maxBarSpacing: 14 },
       crosshair: { mode: 0 },
     });
     this.series = this.chart.addSeries(LC.CandlestickSeries, {
       upColor: cssVar("--up"), downColor: cssVar("--down"), borderVisible: false,
       wickUpColor: cssVar("--up"), wickDownColor: cssVar("--down"),
       priceFormat: { type: "price", precision: 2, minMove: 0.05 },
+      // The price scale also spans the auction's reference levels (value, IB, yesterday's),
+      // so they are on screen; far extension targets and naked POCs are not forced in.
+      autoscaleInfoProvider: (original) => {
+        const res = original();
+        if (!res || !res.priceRange || !this.scaleLevels.length) return res;
+        const range = res.priceRange;
+        return {
+          ...res,
+          priceRange: {
+            minValue: Math.min(range.minValue, ...this.scaleLevels),
+            maxValue: Math.max(range.maxValue, ...this.scaleLevels),
+          },
+        };
+      },
     });
     this.markersPlugin = LC.createSeriesMarkers(this.series, []);
     return true;
@@ -371,6 +388,11 @@ export class CandleChart {
     if (!this.ensure()) return;
     const data = candles.map(([t, o, h, l, c]) => ({ time: t / 1000 + IST_OFFSET_S, open: o, high: h, low: l, close: c }));
     this.series.setData(data);
+    if (!this.fitted && data.length) {
+      // After layout (autoSize measures the element first): the whole session in view.
+      this.fitted = true;
+      requestAnimationFrame(() => this.chart.timeScale().fitContent());
+    }
     this.barTimes = new Set(data.map((d) => d.time));
     this.el.dataset.bars = String(data.length);
     this.applyMarkers();
@@ -379,6 +401,7 @@ export class CandleChart {
   setLevels(levels) {
     if (!this.ensure()) return;
     for (const line of this.lines) this.series.removePriceLine(line);
+    this.scaleLevels = levels.filter((l) => l.scale).map((l) => l.price);
     this.lines = levels.map((level) => this.series.createPriceLine({
       price: level.price,
       color: level.color,
@@ -413,14 +436,14 @@ export function levelsOf(state) {
     prior: cssVar("--muted"), naked: cssVar("--single"),
   };
   const out = [];
-  const add = (price, title, color, style = 0, width = 1) => {
-    if (isNumber(price)) out.push({ price, title, color, style, width });
+  const add = (price, title, color, style = 0, width = 1, scale = false) => {
+    if (isNumber(price)) out.push({ price, title, color, style, width, scale });
   };
-  add(state.poc, "POC", c.poc, 0, 2);
-  add(state.vah, "VAH", c.va);
-  add(state.val, "VAL", c.va);
-  add(state.ibh, "IBH", c.ib, 2);
-  add(state.ibl, "IBL", c.ib, 2);
+  add(state.poc, "POC", c.poc, 0, 2, true);
+  add(state.vah, "VAH", c.va, 0, 1, true);
+  add(state.val, "VAL", c.va, 0, 1, true);
+  add(state.ibh, "IBH", c.ib, 2, 1, true);
+  add(state.ibl, "IBL", c.ib, 2, 1, true);
   for (const [side, levels] of Object.entries(state.extension_levels || {})) {
     for (const [price, k] of Object.entries(levels)) {
       add(Number(price), `IB ${side === "up" ? "+" : "−"}${k}×`, c.ext, 1);
@@ -428,9 +451,9 @@ export function levelsOf(state) {
   }
   const p = state.prior;
   if (p) {
-    add(p.poc, "pPOC", c.prior, 2);
-    add(p.vah, "pVAH", c.prior, 2);
-    add(p.val, "pVAL", c.prior, 2);
+    add(p.poc, "pPOC", c.prior, 2, 1, true);
+    add(p.vah, "pVAH", c.prior, 2, 1, true);
+    add(p.val, "pVAL", c.prior, 2, 1, true);
     add(p.high, "pH", c.prior, 3);
     add(p.low, "pL", c.prior, 3);
   }

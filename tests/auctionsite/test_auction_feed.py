@@ -9,6 +9,7 @@ import asyncio
 import json
 import random
 import secrets
+import threading
 from datetime import date, datetime, time, timedelta
 
 import pytest
@@ -44,7 +45,7 @@ def session_ticks(
     out = []
     i = 0
     while t < end:
-        drift = 0.6 if 2_000 < i < 2_600 else 0.0
+        drift = 0.12 if 2_000 < i < 2_600 else 0.0
         price = round((price + rng.gauss(drift, 2.2)) * 20) / 20
         out.append(Tick(key, t, price))
         t += every_s * 1000
@@ -54,6 +55,26 @@ def session_ticks(
 
 def as_engine_ticks(ticks: list[Tick]) -> Ticks:
     return Ticks([t.ts_ms for t in ticks], [t.ltp for t in ticks])
+
+
+def run_async(make_coro):
+    """Run a coroutine on a fresh loop in its own thread: safe even when Playwright's sync API
+    (session-wide browser fixture) holds a running loop in this one."""
+    result: list = []
+    errors: list[BaseException] = []
+
+    def target():
+        try:
+            result.append(asyncio.run(make_coro()))
+        except BaseException as exc:  # re-raised below, in the test's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(timeout=120)
+    if errors:
+        raise errors[0]
+    return result[0]
 
 
 @pytest.fixture
@@ -114,7 +135,7 @@ def test_publisher_in_the_pipeline_matches_compute_session(settings, redis_prefi
             await client.aclose()
         return publisher, received, stored
 
-    publisher, received, stored = asyncio.run(scenario())
+    publisher, received, stored = run_async(scenario)
     assert publisher.ticks_read == len(ticks) + len(future_ticks)
     last = received[-1]
     assert last["type"] == "auction.state" and last["instrument_key"] == NIFTY
