@@ -14,7 +14,7 @@ from typing import Any
 
 from django import forms
 
-from strategies.backtests.models import FillModel
+from strategies.backtests.models import DataSource, FillModel
 from strategies.backtests.services import MAX_SWEEP_RUNS
 from strategies.forms import PARAM_PREFIX, InstrumentsField, parameter_field
 
@@ -40,6 +40,12 @@ class BacktestForm(forms.Form):
     )
     start = forms.DateField(label="From", widget=forms.DateInput(attrs={"type": "date"}))
     end = forms.DateField(label="To", widget=forms.DateInput(attrs={"type": "date"}))
+    source = forms.ChoiceField(
+        label="Data",
+        choices=DataSource.choices,
+        initial=DataSource.CANDLES,
+        help_text="Ticks: each candle's recorded ticks reach the engine and the strategy before it closes.",
+    )
     fill = forms.ChoiceField(
         choices=FillModel.choices,
         initial=FillModel.UNDERLYING,
@@ -109,6 +115,11 @@ class BacktestForm(forms.Form):
                 self.add_error(
                     "instruments", f"The history store has no data for {key} from {start} to {end}."
                 )
+        if self.cleaned_data.get("source") == DataSource.TICKS and not self.errors:
+            from persistence.store import TICKS, default_root, read_manifest
+
+            if not read_manifest(default_root()).paths(TICKS, start, end):
+                self.add_error("source", f"The history store has no ticks from {start} to {end}.")
 
     def parameter_values(self) -> dict[str, Any]:
         """The fixed parameters by name (valid only after is_valid())."""
@@ -134,6 +145,7 @@ class BacktestForm(forms.Form):
             "start": d["start"],
             "end": d["end"],
             "fill": d["fill"],
+            "source": d["source"],
             "costs": d["costs"],
             "capital": d["capital"],
             "lots": d["lots"],

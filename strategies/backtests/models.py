@@ -24,6 +24,11 @@ class FillModel(models.TextChoices):
     MODELLED = "modelled", "Options, modelled premiums (Black-Scholes)"
 
 
+class DataSource(models.TextChoices):
+    CANDLES = "candles", "1-minute candles"
+    TICKS = "ticks", "Ticks (and their candles)"
+
+
 class RunState(models.TextChoices):
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
@@ -65,6 +70,7 @@ class BacktestRun(models.Model):
     start = models.DateField()
     end = models.DateField()
     fill = models.CharField(max_length=16, choices=FillModel.choices, default=FillModel.UNDERLYING)
+    source = models.CharField(max_length=8, choices=DataSource.choices, default=DataSource.CANDLES)
     costs = models.BooleanField(default=True, help_text="Charges deducted (option fills only).")
     capital = models.DecimalField(**MONEY, validators=[MinValueValidator(Decimal("1"))])
     lots = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])

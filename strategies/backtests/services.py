@@ -26,6 +26,7 @@ from strategies.backtests.models import (
     FINISHED_STATES,
     BacktestRun,
     BacktestSweep,
+    DataSource,
     FillModel,
     RunState,
 )
@@ -83,6 +84,7 @@ def start_backtest(
     start: dt.date,
     end: dt.date,
     fill: str = FillModel.UNDERLYING,
+    source: str = "candles",
     costs: bool = True,
     capital: Decimal = Decimal("500000"),
     lots: int = 1,
@@ -102,6 +104,7 @@ def start_backtest(
         start=start,
         end=end,
         fill=fill,
+        source=source,
         costs=costs,
         capital=capital,
         lots=lots,
@@ -244,6 +247,14 @@ def load_series(instrument_key: str, start: dt.date, end: dt.date):
     return series_from_table(read_candles_1m(instrument_key, start, end), instrument_key, start, end)
 
 
+def load_ticks(instrument_key: str, start: dt.date, end: dt.date):
+    """One instrument's recorded ticks from the history store, for runs driven by ticks."""
+    from persistence.readers import read_ticks
+    from strategies.backtest.data import ticks_from_table
+
+    return ticks_from_table(read_ticks(instrument_key, start, end), instrument_key)
+
+
 def _execute(run: BacktestRun) -> dict[str, Any]:
     from strategies.backtest.metrics import TradeResult, compute_metrics
     from strategies.backtest.runner import OptionFillConfig, run_backtest
@@ -276,8 +287,15 @@ def _execute(run: BacktestRun) -> dict[str, Any]:
     for series in series_list:
         if not len(series):
             continue
+        ticks = None
+        if run.source == DataSource.TICKS:
+            ticks = load_ticks(series.instrument_key, run.start, run.end)
+            if not len(ticks):
+                raise LookupError(f"no ticks for {series.instrument_key} from {run.start} to {run.end}")
         observed = ObservedSeries.of(series, progress.instrument(offset))
-        results.append(run_backtest(strategy_cls, observed, run.parameters, fill=run.fill, options=config))
+        results.append(
+            run_backtest(strategy_cls, observed, run.parameters, fill=run.fill, options=config, ticks=ticks)
+        )
         offset += len(results[-1].sessions)
 
     trades = [t for r in results for t in r.trades]

@@ -186,3 +186,42 @@ def test_several_instruments_run_one_after_another_into_one_report(user, history
     assert both.metrics["net_pnl"] == pytest.approx(sum(r.metrics["net_pnl"] for r in singles), abs=1e-6)
     assert [t["entry_ts"] for t in both.trades] == sorted(t["entry_ts"] for t in both.trades)
     assert {s["instrument_key"] for s in both.session_summaries} == {"NSE_INDEX|Nifty 50", bank}
+
+
+def test_a_tick_run_feeds_the_recorded_ticks_through_the_runner(user, tmp_path, settings):
+    import random
+
+    from feeds.ticks import Tick
+    from persistence.writer import HistoryWriter
+    from strategies.backtest.data import series_from_table, ticks_from_table
+    from strategies.backtest.runner import run_backtest
+    from strategies.library import get_strategy
+    from tests.strategies.backtests.conftest import NIFTY, make_history, trading_days
+
+    days = trading_days(date(2024, 3, 4), 4)
+    candles = make_history(days, seed=5).to_pylist()
+    rng = random.Random(1)
+    ticks = []
+    for c in candles:  # four ticks a minute inside each candle's range: open, two inside, close
+        inside = [round(rng.uniform(c["low"], c["high"]) * 20) / 20 for _ in range(2)]
+        for k, price in enumerate([c["open"], *inside, c["close"]]):
+            ticks.append(Tick(NIFTY, c["ts_ms"] + 15_000 * k, price, ltq=50))
+    root = tmp_path / "history"
+    with HistoryWriter(root, flush_interval=None) as writer:
+        writer.write_ticks(ticks)
+    settings.HISTORY_DIR = root
+
+    run = start(user, strategy="look_above_fail", source="ticks")
+    assert services.execute_run(run.pk) == "done", BacktestRun.objects.get(pk=run.pk).error
+    run.refresh_from_db()
+    from persistence.readers import read_candles_1m, read_ticks
+
+    series = series_from_table(read_candles_1m(NIFTY, days[0], days[-1]), NIFTY)
+    direct = run_backtest(
+        get_strategy("look_above_fail"),
+        series,
+        ticks=ticks_from_table(read_ticks(NIFTY, days[0], days[-1]), NIFTY),
+    )
+    assert run.metrics == direct.metrics and run.sessions_total == 4
+    assert len(direct.trades) > 0
+    assert [t["entry_ts"] for t in run.trades] == [t.as_dict()["entry_ts"] for t in direct.trades]

@@ -24,6 +24,7 @@ GOOD = {
     "start": "2024-03-01",
     "end": "2024-03-31",
     "fill": "underlying",
+    "source": "candles",
     "costs": "on",
     "capital": "500000",
     "lots": "1",
@@ -68,6 +69,7 @@ def trader(client):
         ({"instruments": ""}, "instruments"),
         ({"instruments": "NSE_INDEX|Nowhere"}, "instruments"),  # nothing in the history store
         ({"start": "2020-01-01", "end": "2020-01-31"}, "instruments"),
+        ({"source": "ticks"}, "source"),  # the store holds candles only
     ],
 )
 def test_bad_requests_give_field_errors_and_start_nothing(client, trader, history_dir, queue, change, field):
