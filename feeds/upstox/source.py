@@ -353,12 +353,23 @@ class UpstoxSource:
         started = last_data = time.monotonic()
         received = False
         tick_interval = max(0.05, min(1.0, self.watchdog_s / 4))
+        queue = self._queue
+        handled = 0
         try:
             while True:
+                # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation when the
+                # queue is never empty (a flood), and the feed would never stop.
                 try:
-                    kind, gen, payload = await asyncio.wait_for(self._queue.get(), tick_interval)
-                except TimeoutError:
-                    kind = None
+                    kind, gen, payload = queue.get_nowait()
+                    handled += 1
+                    if handled % 64 == 0:
+                        await asyncio.sleep(0)  # let the pipeline's flushes and snapshots run
+                except asyncio.QueueEmpty:
+                    try:
+                        async with asyncio.timeout(tick_interval):
+                            kind, gen, payload = await queue.get()
+                    except TimeoutError:
+                        kind = None
                 now = time.monotonic()
                 if kind == "ticks":
                     # Ticks from an older connection are still real ticks: keep them.

@@ -1,0 +1,300 @@
+"""Upstox feed throughput and lag: the fake Upstox (another process) → the real SDK socket →
+decode → normalise → UpstoxSource → sink (FeedPipeline when present: store + Redis Streams).
+
+Prints one JSON object:
+* `stages`: per-stage cost of one 50-instrument full-mode frame (protobuf decode, the SDK's
+  `MessageToDict`, normalising the dict, normalising the protobuf directly) as ticks/s ceilings;
+* `runs`: for each configuration, ticks/s received over a sustained window (60 s, `--quick` 10 s)
+  while the fake offers `--rate` ticks/s over 2,000 full-mode instruments, and end-to-end lag
+  p50/p99/max in ms (the fake's send time, stamped in each frame's currentTs → the tick handed to
+  the sink). Configurations: `proto` (the SDK's socket and decode, our protobuf normaliser),
+  `dict` (the SDK's own MessageToDict path), each with and without the FeedPipeline behind it.
+Redis keys use a unique prefix and are deleted afterwards; the store is a temporary directory.
+Usage: python bench/bench_upstox_feed.py [--quick] [--rate TICKS_PER_S] [--instruments N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from array import array
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "auctionsite.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+import logging  # noqa: E402
+
+from django.conf import settings  # noqa: E402
+from google.protobuf import json_format  # noqa: E402
+from upstox_client.feeder.proto import MarketDataFeedV3_pb2 as pb  # noqa: E402
+
+from feeds.upstox import client  # noqa: E402
+from feeds.upstox.fake.market import SimulatedMarket, feed_frame  # noqa: E402
+from feeds.upstox.normalise import ticks_from_message, ticks_from_response  # noqa: E402
+from feeds.upstox.source import SubscriptionPlan, UpstoxSource  # noqa: E402
+
+FRAME_SIZE = 50
+WARMUP_S = 3.0
+
+
+def stage_costs() -> dict:
+    market = SimulatedMarket()
+    frame = feed_frame(market, [(f"NSE_FO|{i}", "full") for i in range(FRAME_SIZE)], 1, 1)
+
+    def per_frame(fn, seconds: float = 0.5) -> float:
+        n, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            fn()
+            n += 1
+        return (time.perf_counter() - started) / n
+
+    response = pb.FeedResponse.FromString(frame)
+    message = json_format.MessageToDict(response)
+    costs = {
+        "decode_protobuf": per_frame(lambda: pb.FeedResponse.FromString(frame)),
+        "sdk_message_to_dict": per_frame(lambda: json_format.MessageToDict(response)),
+        "normalise_dict": per_frame(lambda: ticks_from_message(message)),
+        "normalise_protobuf": per_frame(lambda: ticks_from_response(response)),
+    }
+    out = {
+        "frame_bytes": len(frame),
+        "instruments_per_frame": FRAME_SIZE,
+        **{f"{k}_us_per_frame": round(v * 1e6, 1) for k, v in costs.items()},
+        **{f"{k}_ticks_per_s": round(FRAME_SIZE / v) for k, v in costs.items()},
+    }
+    sdk = costs["decode_protobuf"] + costs["sdk_message_to_dict"] + costs["normalise_dict"]
+    fast = costs["decode_protobuf"] + costs["normalise_protobuf"]
+    out["sdk_dict_path_ceiling_ticks_per_s"] = round(FRAME_SIZE / sdk)
+    out["protobuf_path_ceiling_ticks_per_s"] = round(FRAME_SIZE / fast)
+    return out
+
+
+class Probe:
+    """The sink the source sees: stamps lag and counts, then hands ticks on (or drops them)."""
+
+    def __init__(self, inner=None):
+        self.inner = inner
+        self.measuring = False
+        self.count = 0
+        self.total = 0
+        self.lags = array("q")
+        self.status: dict = {}
+
+    def put(self, ticks) -> None:
+        now = time.time_ns() // 1_000_000
+        self.total += len(ticks)
+        if self.measuring:
+            self.count += len(ticks)
+            lags = self.lags
+            for t in ticks:
+                lags.append(now - t.ts_ms)
+        if self.inner is not None:
+            self.inner.put(ticks)
+
+    def set_status(self, **fields) -> None:
+        self.status.update(fields)
+        if self.inner is not None:
+            self.inner.set_status(**fields)
+
+
+class ProbedSource:
+    def __init__(self, source: UpstoxSource, probe: Probe):
+        self.source = source
+        self.probe = probe
+        self.name = source.name
+
+    async def run(self, sink) -> None:
+        self.probe.inner = sink
+        await self.source.run(self.probe)
+
+
+def percentile(values: list[int], q: float) -> float | None:
+    if not values:
+        return None
+    return float(values[min(len(values) - 1, int(q * len(values)))])
+
+
+async def measure(probe: Probe, seconds: float) -> tuple[float, int]:
+    deadline = time.monotonic() + 30
+    while probe.total == 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no ticks from the fake (status {probe.status})")
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(WARMUP_S)
+    probe.measuring = True
+    started = time.monotonic()
+    await asyncio.sleep(seconds)
+    probe.measuring = False
+    return time.monotonic() - started, probe.count
+
+
+def make_source(decode: str, instruments: int) -> UpstoxSource:
+    plan = SubscriptionPlan(fixed={f"NSE_FO|{100_000 + i}": "full" for i in range(instruments)})
+    return UpstoxSource([], token_provider=lambda: "bench-token", plan=plan, decode=decode, watchdog_s=60)
+
+
+async def run_plain(decode: str, instruments: int, seconds: float) -> dict:
+    probe = Probe()
+    source = make_source(decode, instruments)
+    task = asyncio.create_task(source.run(probe))
+    try:
+        elapsed, count = await measure(probe, seconds)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return summarise(probe, elapsed, count, source)
+
+
+async def run_pipeline(decode: str, instruments: int, seconds: float, tmp: Path, prefix: str) -> dict:
+    import redis.asyncio as aioredis
+    from channels.layers import get_channel_layer
+
+    from feeds.pipeline import FeedPipeline
+    from persistence.writer import HistoryWriter
+
+    r = aioredis.from_url(settings.REDIS_URL)
+    layer = get_channel_layer()
+    source = make_source(decode, instruments)
+    probe = Probe()
+    keys = sorted(source.plan.fixed)
+    pipeline = FeedPipeline(
+        source_name="upstox",
+        writer=HistoryWriter(tmp, flush_interval=None),
+        redis=r,
+        channel_layer=layer,
+        snapshot_keys=keys[:20],
+        flush_ms=settings.FEED_FLUSH_MS,
+        snapshot_ms=settings.FEED_SNAPSHOT_MS,
+        stream_maxlen=settings.TICK_STREAM_MAXLEN,
+        key_prefix=prefix,
+    )
+    task = asyncio.create_task(pipeline.run(ProbedSource(source, probe)))
+    try:
+        elapsed, count = await measure(probe, seconds)
+    finally:
+        pipeline.stop()
+        await asyncio.wait_for(task, 120)
+        await layer.flush()
+        await r.aclose()
+    out = summarise(probe, elapsed, count, source)
+    out["pipeline_ticks_in"] = pipeline.stats.ticks_in
+    return out
+
+
+def summarise(probe: Probe, elapsed: float, count: int, source: UpstoxSource) -> dict:
+    lags = sorted(probe.lags)
+    return {
+        "ticks_per_s": round(count / elapsed),
+        "measured_s": round(elapsed, 1),
+        "ticks": count,
+        "lag_ms_p50": percentile(lags, 0.50),
+        "lag_ms_p99": percentile(lags, 0.99),
+        "lag_ms_max": float(lags[-1]) if lags else None,
+        "decode_errors": source.decode_errors,
+        "reconnects": source.reconnects,
+    }
+
+
+def start_fake(rate: float) -> tuple[subprocess.Popen, str, str]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "manage.py"),
+            "fakeupstox",
+            "--port",
+            "0",
+            "--ws-port",
+            "0",
+            "--prebuilt",
+            "--rate",
+            str(rate),
+            "--frame-size",
+            str(FRAME_SIZE),
+        ],  # fmt: skip
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, LOG_LEVEL="WARNING"),
+        cwd=ROOT,
+    )
+    line = proc.stdout.readline()
+    match = re.search(r"UPSTOX_API_URL=(\S+) UPSTOX_WS_URL=(\S+)", line)
+    if not match:
+        proc.kill()
+        raise RuntimeError(f"fakeupstox did not start: {line!r}")
+    return proc, match[1], match[2]
+
+
+def cleanup_redis(prefix: str) -> None:
+    import redis
+
+    r = redis.Redis.from_url(settings.REDIS_URL)
+    keys = list(r.scan_iter(match=f"{prefix}*", count=1000))
+    for i in range(0, len(keys), 500):
+        r.delete(*keys[i : i + 500])
+    r.close()
+
+
+def main() -> dict:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rate", type=float, default=60_000.0, help="ticks/s the fake offers")
+    parser.add_argument("--instruments", type=int, default=2000)
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)  # reconnect chatter would only slow the run
+    seconds = 10.0 if args.quick else 60.0
+    result: dict = {"bench": "upstox_feed", "quick": args.quick, "offered_ticks_per_s": args.rate}
+    result["instruments"] = args.instruments
+    result["stages"] = stage_costs()
+    try:
+        import feeds.pipeline  # noqa: F401
+
+        has_pipeline = True
+    except ImportError:
+        has_pipeline = False
+    configs = [("proto", False), ("dict", False)] + ([("proto", True)] if has_pipeline else [])
+    prefix = f"benchupstox{uuid.uuid4().hex[:8]}."
+    runs = {}
+    try:
+        for decode, with_pipeline in configs:
+            fake, api_url, ws_url = start_fake(args.rate)
+            try:
+                settings.UPSTOX_API_URL, settings.UPSTOX_WS_URL = api_url, ws_url
+                client.install_ws_url_rewrite(ws_url)
+                name = f"{decode}{'+pipeline' if with_pipeline else ''}"
+                if with_pipeline:
+                    with tempfile.TemporaryDirectory() as tmp:
+                        runs[name] = asyncio.run(
+                            run_pipeline(decode, args.instruments, seconds, Path(tmp), prefix + name + ".")
+                        )
+                else:
+                    runs[name] = asyncio.run(run_plain(decode, args.instruments, seconds))
+            finally:
+                fake.terminate()
+                fake.wait(20)
+    finally:
+        if has_pipeline:
+            cleanup_redis(prefix)
+    result["runs"] = runs
+    result["pipeline_present"] = has_pipeline
+    result["goal"] = {"ticks_per_s": 50_000, "lag_ms_p99": 250}
+    return result
+
+
+if __name__ == "__main__":
+    print(json.dumps(main()))
