@@ -241,12 +241,9 @@ def stream_handlers(venue: Venue):
     """(on_update, on_connect) for `portfolio_stream.PortfolioStream`: an update is applied to the
     order it names (by broker order id, else tag; an order the bot did not make is left to the
     reconciliation's position check); every (re)connect reconciles."""
-    from django.db import close_old_connections
-
     from strategies.execution.orders import find_order
 
-    def on_update(report: BrokerOrder) -> None:
-        close_old_connections()
+    def update(report: BrokerOrder) -> None:
         order = find_order(report, broker=venue.name)
         if order is None:
             return
@@ -256,11 +253,32 @@ def stream_handlers(venue: Venue):
             log.error("portfolio stream: %s; reconciling", exc)
             reconcile(venue)
 
+    def on_update(report: BrokerOrder) -> None:
+        _with_retries(lambda: update(report))
+
     def on_connect() -> None:
-        close_old_connections()
-        reconcile(venue)
+        _with_retries(lambda: reconcile(venue))
 
     return on_update, on_connect
+
+
+def _with_retries(fn, attempts: int = 5, pause_s: float = 0.2) -> None:
+    """Run a handler, retrying a database that is momentarily locked (SQLite) or gone away.
+    Every handler is idempotent, so a retry after a partial failure is harmless."""
+    import time
+
+    from django.db import OperationalError, close_old_connections
+
+    for attempt in range(attempts):
+        close_old_connections()
+        try:
+            fn()
+            return
+        except OperationalError as exc:
+            if attempt == attempts - 1:
+                raise
+            log.warning("portfolio stream handler: database busy (%s); retrying", exc)
+            time.sleep(pause_s * (attempt + 1))
 
 
 def run_portfolio_stream(stop_event=None) -> None:

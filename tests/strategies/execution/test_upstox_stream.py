@@ -27,15 +27,39 @@ def wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:
         time.sleep(0.05)
 
 
-def state_of(coid: str) -> tuple[str, int]:
+def state_of(coid: str) -> tuple[str, int] | None:
+    """The stored order's state and filled quantity (None while the test database, an in-memory
+    SQLite shared between threads, has the table locked by the stream's writer)."""
+    from django.db import OperationalError
+
     from strategies.models import Order
 
-    order = Order.objects.get(client_order_id=coid)
+    try:
+        order = Order.objects.get(client_order_id=coid)
+    except OperationalError:
+        return None
     return order.state, order.filled_quantity
 
 
 @pytest.fixture
-def stream(fake, upstox):
+def open_order(fake, upstox, config):
+    """A resting limit order, placed before the stream starts (SQLite: one writer at a time)."""
+    (order,) = orders.submit_order(
+        strategy=config,
+        client_order_id="S-stream",
+        instrument_key=OPTION,
+        side="BUY",
+        quantity=195,
+        order_type="LIMIT",
+        price=Decimal("99"),
+        venue=upstox,
+        limits=LIMITS,
+    ).orders
+    return order
+
+
+@pytest.fixture
+def stream(fake, upstox, open_order):
     clients = []
 
     def factory():
@@ -52,18 +76,8 @@ def stream(fake, upstox):
         client.close_api_client(api)
 
 
-def test_updates_move_the_order_and_a_drop_is_repaired_on_reconnect(fake, upstox, config, stream):
-    (order,) = orders.submit_order(
-        strategy=config,
-        client_order_id="S-stream",
-        instrument_key=OPTION,
-        side="BUY",
-        quantity=195,
-        order_type="LIMIT",
-        price=Decimal("99"),
-        venue=upstox,
-        limits=LIMITS,
-    ).orders
+def test_updates_move_the_order_and_a_drop_is_repaired_on_reconnect(fake, upstox, open_order, stream):
+    order = open_order
     assert order.state == OrderState.OPEN
     fake.orders.fill(order.broker_order_id, 65, 99.0)  # pushed on the stream
     wait_for(
@@ -91,6 +105,7 @@ def test_updates_move_the_order_and_a_drop_is_repaired_on_reconnect(fake, upstox
     fake.orders.fill(order.broker_order_id, 65, 97.0)
     wait_for(lambda: state_of("S-stream") == (OrderState.FILLED, 195), what="the final fill")
     broker_view = upstox.order(order.broker_order_id)
+    stream.stop()  # no writer left: the checks below read freely
     order.refresh_from_db()
     assert (order.filled_quantity, order.average_price) == (
         broker_view.filled_quantity,
