@@ -276,7 +276,9 @@ def daphne_user(daphne_server) -> tuple[str, str]:
 # --- Headless Chromium --------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running in the main thread
+# while it is started, which breaks every later test that calls asyncio.run().
+@pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
         message = f"{CHROMIUM} is not installed (apt-get install chromium, or `make browser`)"
