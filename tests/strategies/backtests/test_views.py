@@ -16,7 +16,22 @@ from django.contrib.auth import get_user_model
 from strategies.backtests import services
 from strategies.backtests.models import BacktestRun, BacktestSweep
 
-pytestmark = pytest.mark.django_db(transaction=True)  # on_commit sends the task
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def client(client, django_capture_on_commit_callbacks):
+    """The test client, with the callbacks a request leaves for its commit (sending the task) run
+    as they would be after a real commit."""
+    post = client.post
+
+    def post_and_commit(*args, **kwargs):
+        with django_capture_on_commit_callbacks(execute=True):
+            return post(*args, **kwargs)
+
+    client.post = post_and_commit
+    return client
+
 
 GOOD = {
     "strategy": "ib_breakout",
@@ -120,7 +135,7 @@ def test_pages_need_a_login(client):
 
 def test_runs_are_private_but_staff_see_all(client, trader, history_dir, queue):
     other = get_user_model().objects.create_user("other", password="pw-other-1")
-    run = services.start_backtest(
+    run = services.start_backtest(  # never committed here: its task is not sent
         user=other,
         strategy="ib_breakout",
         parameters={},
