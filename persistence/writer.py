@@ -211,6 +211,7 @@ class HistoryWriter:
         self._last_flush = time.monotonic()
         self._closed = False
         self.stats = {"written": 0, "duplicates": 0, "late": 0, "flushes": 0, "compactions": 0}
+        self._late_reported = 0
         for day in self._manifest.unsealed:
             self._load_day((date.fromisoformat(day) - EPOCH).days)
 
@@ -469,6 +470,14 @@ class HistoryWriter:
     def flush(self) -> None:
         """Publish everything buffered: one Parquet file per (table, day), then one manifest replace."""
         self._check_open()
+        if self.stats["late"] > self._late_reported:
+            # Not an error (a source re-sending history looks the same), but a live source whose
+            # ticks arrive out of order would lose them: say so.
+            log.info(
+                "history: %d ticks older than already stored ones were skipped",
+                self.stats["late"] - self._late_reported,
+            )
+            self._late_reported = self.stats["late"]
         self._seal_completed_candles()
         self._last_flush = time.monotonic()
         if self._write_pending():
