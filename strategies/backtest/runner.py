@@ -48,6 +48,9 @@ class OptionFillConfig:
     freeze_qty: int | None = None  # split orders above it; None: feeds.contracts.freeze_qty of the day
     # (session date, underlying spot) -> instrument master rows; default: the generated master
     master: Callable[[date, str, float], list[dict]] | None = None
+    # an object with premium(contract, spot, ts_ms) -> Decimal and `modelled` (False for recorded
+    # prices, e.g. the web backtests' history-store premiums); default: Black-Scholes at `iv`
+    premiums: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +166,7 @@ class _OptionExecution:
         self.strategy = strategy
         self.underlying = contracts.symbol_of(instrument_key)
         self.config = config
-        self.model = PremiumModel(config.iv, config.rate)
+        self.model = config.premiums or PremiumModel(config.iv, config.rate)
         self.broker = PaperBroker(
             slippage=config.slippage, square_off_time=None, freeze_qty=config.freeze_qty
         )
@@ -220,7 +223,8 @@ class _OptionExecution:
         contract, qty, entry_premium, entry_charges = self._open
         self._open = None
         price, charges = self._order(contract, SELL, qty, signal.price, signal.ts_ms)
-        return OptionLeg(contract, qty, entry_premium, price, entry_charges + charges)
+        modelled = getattr(self.model, "modelled", True)
+        return OptionLeg(contract, qty, entry_premium, price, entry_charges + charges, modelled)
 
 
 def run_backtest(

@@ -49,7 +49,8 @@ class BacktestForm(forms.Form):
     fill = forms.ChoiceField(
         choices=FillModel.choices,
         initial=FillModel.UNDERLYING,
-        help_text="Modelled premiums: Black-Scholes at the IV below on the real expiry calendar.",
+        help_text="Modelled premiums: Black-Scholes at the IV below on the real expiry calendar. "
+        "Recorded: the contracts' 1-minute candles in the history store.",
     )
     costs = forms.BooleanField(
         required=False, initial=True, help_text="Deduct brokerage, taxes and fees (option fills)."
@@ -115,11 +116,27 @@ class BacktestForm(forms.Form):
                 self.add_error(
                     "instruments", f"The history store has no data for {key} from {start} to {end}."
                 )
+        if self.cleaned_data.get("fill") == FillModel.RECORDED and not self.errors:
+            self._check_recorded_options(start, end)
         if self.cleaned_data.get("source") == DataSource.TICKS and not self.errors:
             from persistence.store import TICKS, default_root, read_manifest
 
             if not read_manifest(default_root()).paths(TICKS, start, end):
                 self.add_error("source", f"The history store has no ticks from {start} to {end}.")
+
+    def _check_recorded_options(self, start: dt.date, end: dt.date) -> None:
+        """Recorded fills need option prices in the store (which contracts a run trades is known
+        only when it runs: a missing one fails the run with its name)."""
+        from persistence.store import default_root, read_manifest
+
+        days = read_manifest(default_root()).instruments
+        if not any(
+            key.startswith("NSE_FO|")
+            for day, keys in days.items()
+            if start <= dt.date.fromisoformat(day) <= end
+            for key in keys
+        ):
+            self.add_error("fill", f"The history store has no option prices from {start} to {end}.")
 
     def parameter_values(self) -> dict[str, Any]:
         """The fixed parameters by name (valid only after is_valid())."""

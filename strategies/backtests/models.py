@@ -22,6 +22,7 @@ MONEY = {"max_digits": 16, "decimal_places": 2}
 class FillModel(models.TextChoices):
     UNDERLYING = "underlying", "Underlying, in points"
     MODELLED = "modelled", "Options, modelled premiums (Black-Scholes)"
+    RECORDED = "recorded", "Options, recorded premiums (history store)"
 
 
 class DataSource(models.TextChoices):

@@ -257,7 +257,7 @@ def load_ticks(instrument_key: str, start: dt.date, end: dt.date):
 
 def _execute(run: BacktestRun) -> dict[str, Any]:
     from strategies.backtest.metrics import TradeResult, compute_metrics
-    from strategies.backtest.runner import OptionFillConfig, run_backtest
+    from strategies.backtest.runner import MODELLED, UNDERLYING, OptionFillConfig, run_backtest
     from strategies.library import get_strategy
 
     strategy_cls = get_strategy(run.strategy)
@@ -279,9 +279,20 @@ def _execute(run: BacktestRun) -> dict[str, Any]:
         return BacktestRun.objects.filter(pk=run.pk, cancel_requested=True).exists()
 
     progress = SessionProgress(total, report, cancelled)
+    premiums = None
+    if run.fill == FillModel.RECORDED:
+        from strategies.backtests.premiums import RecordedPremiums
+
+        premiums = RecordedPremiums()
     config = OptionFillConfig(
-        lots=run.lots, iv=run.iv, strike_offset=run.strike_offset, slippage=Decimal(run.slippage)
+        lots=run.lots,
+        iv=run.iv,
+        strike_offset=run.strike_offset,
+        slippage=Decimal(run.slippage),
+        premiums=premiums,
     )
+    # the runner's option path ("modelled") with the premiums chosen above
+    runner_fill = UNDERLYING if run.fill == FillModel.UNDERLYING else MODELLED
     results = []
     offset = 0
     for series in series_list:
@@ -294,7 +305,9 @@ def _execute(run: BacktestRun) -> dict[str, Any]:
                 raise LookupError(f"no ticks for {series.instrument_key} from {run.start} to {run.end}")
         observed = ObservedSeries.of(series, progress.instrument(offset))
         results.append(
-            run_backtest(strategy_cls, observed, run.parameters, fill=run.fill, options=config, ticks=ticks)
+            run_backtest(
+                strategy_cls, observed, run.parameters, fill=runner_fill, options=config, ticks=ticks
+            )
         )
         offset += len(results[-1].sessions)
 

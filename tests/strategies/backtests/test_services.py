@@ -4,7 +4,8 @@ store, costs off, cancel between sessions, progress counting and ETA."""
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, datetime, time
+from decimal import Decimal
 from io import StringIO
 
 import pytest
@@ -225,3 +226,63 @@ def test_a_tick_run_feeds_the_recorded_ticks_through_the_runner(user, tmp_path, 
     assert run.metrics == direct.metrics and run.sessions_total == 4
     assert len(direct.trades) > 0
     assert [t["entry_ts"] for t in run.trades] == [t.as_dict()["entry_ts"] for t in direct.trades]
+
+
+def option_candles(keys_by_day: dict, base: float = 100.0):
+    """1-minute candles 09:15..15:29 of each contract on its days: open = base + 0.5 x minute index."""
+    import pyarrow as pa
+
+    from tests.strategies.backtests.conftest import IST
+
+    rows = []
+    for day, keys in keys_by_day.items():
+        t0 = int(datetime.combine(day, time(9, 15), IST).timestamp() * 1000)
+        for key in keys:
+            for i in range(375):
+                o = base + 0.5 * i
+                rows.append(
+                    {
+                        "instrument_key": key,
+                        "ts_ms": t0 + 60_000 * i,
+                        "open": o,
+                        "high": o + 1,
+                        "low": o - 1,
+                        "close": o + 0.25,
+                    }
+                )
+    return pa.Table.from_pylist(rows)
+
+
+def test_recorded_fill_prices_options_from_the_history_store(user, history_dir):
+    from persistence.writer import HistoryWriter
+
+    modelled = start(user, fill="modelled")  # which contracts the strategy trades
+    services.execute_run(modelled.pk)
+    modelled.refresh_from_db()
+    keys_by_day: dict = {}
+    for t in modelled.trades:
+        day = date.fromisoformat(t["entry_ts"][:10])
+        keys_by_day.setdefault(day, set()).add(t["option"]["contract"]["instrument_key"])
+    first_day = min(keys_by_day)
+    with HistoryWriter(history_dir, flush_interval=None) as writer:
+        writer.write_candles(option_candles({first_day: keys_by_day[first_day]}))
+
+    partial = start(user, fill="recorded")  # option prices for the first day only: fails, naming one
+    assert services.execute_run(partial.pk) == "failed"
+    partial.refresh_from_db()
+    assert "no recorded price of NIFTY" in partial.error
+
+    with HistoryWriter(history_dir, flush_interval=None) as writer:
+        writer.write_candles(option_candles({d: k for d, k in keys_by_day.items() if d != first_day}))
+    recorded = start(user, fill="recorded")
+    assert services.execute_run(recorded.pk) == "done", recorded.error
+    recorded.refresh_from_db()
+    assert recorded.metrics["trades"] == modelled.metrics["trades"] > 0
+    for t in recorded.trades:
+        leg = t["option"]
+        assert leg["premiums"] == "traded"
+        entry_minute = (int(t["entry_ts"][11:13]) * 60 + int(t["entry_ts"][14:16])) - (9 * 60 + 15)
+        exit_minute = (int(t["exit_ts"][11:13]) * 60 + int(t["exit_ts"][14:16])) - (9 * 60 + 15)
+        # the open of the order's minute, plus (buy) or minus (sell) the paper broker's slippage
+        assert Decimal(leg["entry_premium"]) == Decimal(str(100 + 0.5 * entry_minute)) + Decimal("0.05")
+        assert Decimal(leg["exit_premium"]) == Decimal(str(100 + 0.5 * exit_minute)) - Decimal("0.05")
