@@ -21,6 +21,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "auctionsite.settings")
 app = Celery("auctionsite")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+app.autodiscover_tasks(["strategies.execution"])  # reconcile and square-off (beat, below)
 
 BACKTESTS_QUEUE = "backtests"
 MAINTENANCE_QUEUE = "maintenance"
@@ -59,6 +60,16 @@ app.conf.beat_schedule = {
     "trim-tick-streams": {
         "task": "auctionsite.tasks.trim_tick_streams",
         "schedule": crontab(hour=16, minute=0),
+    },
+    # Live account against Upstox (a no-op on paper): adopts what the bot missed, HALTs if it cannot.
+    "reconcile-live": {
+        "task": "strategies.execution.reconcile",
+        "schedule": 30.0,
+    },
+    # Intraday positions closed before the broker's own cut-off; new entries stop earlier (risk).
+    "square-off": {
+        "task": "strategies.execution.square_off",
+        "schedule": crontab(hour=15, minute=15, day_of_week="mon-fri"),
     },
     "prune-worker-heartbeats": {
         "task": "auctionsite.tasks.prune_worker_heartbeats",

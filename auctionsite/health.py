@@ -189,6 +189,21 @@ def check_upstox() -> Check:
     return Check("upstox", UP, status["message"], data)
 
 
+def check_trading() -> Check:
+    """Trading states (ACTIVE / REDUCING / HALTED, account and per strategy). A HALTED or
+    REDUCING account degrades /healthz (trading needs a look) without failing it."""
+    try:
+        from strategies.trading import health as trading_health
+
+        data = trading_health()
+    except Exception as exc:  # the database check reports the database
+        return Check("trading", UNKNOWN, describe_error(exc))
+    account = data["account"]
+    detail = f"account {account['state']}" + (f": {account['reason']}" if account["reason"] else "")
+    status = UP if account["state"] == "active" else DEGRADED
+    return Check("trading", status, detail[:300], data)
+
+
 def run_checks() -> tuple[str, dict[str, Check]]:
     """Every check, and the overall status: DOWN if any check is down, DEGRADED if any is
     degraded, else UP."""
@@ -205,7 +220,8 @@ def run_checks() -> tuple[str, dict[str, Check]]:
         client.close()
     database = check_database()
     upstox = check_upstox() if not database.failed else Check("upstox", UNKNOWN, "database unreachable")
-    checks = [database, redis_check, feed, workers, upstox]
+    trading = check_trading() if not database.failed else Check("trading", UNKNOWN, "database unreachable")
+    checks = [database, redis_check, feed, workers, upstox, trading]
     if any(c.failed for c in checks):
         overall = DOWN
     elif any(c.status == DEGRADED for c in checks):

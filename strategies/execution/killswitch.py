@@ -3,7 +3,8 @@ switch only) halt.
 
 `engage(actor, reason)` is the API the admin action and the dashboard call:
 1. the account goes HALTED at once (source "killswitch": only a person lifts it, `trading.resume`),
-   so no strategy sends anything new while the rest runs;
+   so no strategy sends anything new while the rest runs, and every strategy is disabled
+   (audited, through `services.set_strategy_enabled`);
 2. every working order is cancelled at its broker (`orders.cancel_order`: found by tag if its
    broker id was never learnt); paper orders are cancelled in the database;
 3. live: a reconciliation brings fills that raced the cancel into the book;
@@ -47,8 +48,23 @@ class FlattenResult:
     problems: list[str] = field(default_factory=list)
     broker_positions_left: dict[str, int] = field(default_factory=dict)
 
+    disabled: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line for a page: what was done and what needs a person."""
+        parts = [
+            f"{len(self.disabled)} strategies disabled" if self.disabled else "",
+            f"{len(self.cancelled)} orders cancelled",
+            f"{len(self.closed)} positions closed",
+            f"NOT closed: {'; '.join(self.not_closed)}" if self.not_closed else "",
+            f"problems: {'; '.join(self.problems)}" if self.problems else "",
+            f"left at the broker: {self.broker_positions_left}" if self.broker_positions_left else "",
+        ]
+        return ", ".join(p for p in parts if p) + "."
+
     def as_dict(self) -> dict:
         return {
+            "disabled": self.disabled,
             "cancelled": self.cancelled,
             "closed": self.closed,
             "not_closed": self.not_closed,
@@ -192,7 +208,13 @@ def engage(
         reason=f"kill switch: {reason}",
         source=trading.SOURCE_KILLSWITCH,
     )
+    # The workers stop evaluating too: nothing is left deciding while the book is being closed.
+    disabled = []
+    for config in StrategyConfig.objects.filter(enabled=True):
+        services.set_strategy_enabled(config, False, actor=actor)
+        disabled.append(config.slug)
     result = flatten(actor=actor, reason=reason, venues=venues, paper_price=paper_price, now=now, prefix="K")
+    result.disabled = disabled
     services.record_audit(
         actor=actor,
         action="killswitch.engaged",

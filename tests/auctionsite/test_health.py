@@ -145,6 +145,7 @@ def test_healthz_all_up_is_200(client, healthz_redis, settings):
         "feed": "up",
         "workers": "up",
         "upstox": "up",
+        "trading": "up",
     }
     assert body["checks"]["feed"]["data"]["connected"] is True
     assert "tok-never-printed" not in response.content.decode()

@@ -94,3 +94,28 @@ def test_a_paper_position_without_a_price_is_reported_not_invented(config):
     result = killswitch.engage("ops", "no prices", venues={}, paper_price=lambda key: None)
     assert len(result.not_closed) == 1 and "no price" in result.not_closed[0]
     assert Position.objects.get(strategy=config, instrument_key="NSE_FO|1").net_quantity == 65
+
+
+def test_admin_kill_switch_and_resume_actions(client, django_user_model, config):
+    from strategies.execution.models import TradingState
+
+    from strategies import services
+
+    services.set_strategy_enabled(config, True, actor="test")
+    admin_user = django_user_model.objects.create_superuser("boss", password="x")
+    client.force_login(admin_user)
+    url = "/admin/strategies/tradingstate/"
+    page = client.get(url)
+    assert page.status_code == 200 and b"KILL SWITCH" in page.content
+    account = TradingState.objects.get(scope=trading.ACCOUNT)
+    response = client.post(
+        url, {"action": "engage_kill_switch", "_selected_action": [account.pk]}, follow=True
+    )
+    assert response.status_code == 200 and b"Kill switch engaged" in response.content
+    assert trading.state_of(trading.ACCOUNT).state == trading.HALTED
+    config.refresh_from_db()
+    assert not config.enabled
+    assert AuditEvent.objects.filter(action="killswitch.engaged", actor="boss").exists()
+    client.post(url, {"action": "resume_trading", "_selected_action": [account.pk]})
+    assert trading.state_of(trading.ACCOUNT).state == trading.ACTIVE
+    assert AuditEvent.objects.filter(action="trading.state_changed", actor="boss").count() == 2
