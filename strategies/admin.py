@@ -253,4 +253,6 @@ class AuditEventAdmin(ReadOnlyAdmin):
     list_filter = ("actor_type", "actor", "action", "object_type", "ts")
     search_fields = ("actor", "action", "object_type", "object_id", "reason")
     date_hierarchy = "ts"
+
+
 from strategies.execution import admin as _execution_admin  # noqa: E402,F401  (trading states, kill switch)
