@@ -214,7 +214,7 @@ class UpstoxSource:
         self._generation = 0
         self._streamer: MarketDataStreamerV3 | None = None
         self._rejected_token: str | None = None
-        self._last_index_price: dict[str, float] = {}
+        self._plan_date: date | None = None
 
     @classmethod
     def from_settings(cls, instruments: list[str] | None = None, **overrides) -> UpstoxSource:
@@ -239,15 +239,15 @@ class UpstoxSource:
         loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue = asyncio.Queue()
         self._loop = loop
-        if self.plan is None:
-            today = datetime.now(IST).date()
-            self.plan = await sync_to_async(load_plan)(
-                self.instruments, today, self.strikes_each_side, self.option_mode
-            )
+        load_from_master = self.plan is None
+        if load_from_master:
+            await self._load_plan()
         attempt = 0
         sink.set_status(connected=False, decode_errors=0, reconnects=0)
         try:
             while True:
+                if load_from_master and self._plan_date != datetime.now(IST).date():
+                    await self._load_plan()  # a new day: new near-month contracts and expiries
                 token = await asyncio.to_thread(self.token_provider)
                 if not token:
                     sink.set_status(connected=False, alert=ALERT_NO_TOKEN)
@@ -272,6 +272,22 @@ class UpstoxSource:
                 await asyncio.sleep(delay)
         finally:
             self._stop_streamer()
+
+    async def _load_plan(self) -> None:
+        today = datetime.now(IST).date()
+        try:
+            self.plan = await sync_to_async(load_plan)(
+                self.instruments, today, self.strikes_each_side, self.option_mode
+            )
+        except Exception:  # no master table yet: stream the watchlist itself rather than nothing
+            log.exception("could not read the instrument master; subscribing the watchlist only")
+            self.plan = SubscriptionPlan(
+                fixed=dict.fromkeys(self.instruments, FULL), option_mode=self.option_mode
+            )
+        self._plan_date = today
+        missing = [k for k in self.instruments if k.startswith("NSE_INDEX|") and k not in self.plan.ladders]
+        if missing:
+            log.warning("no options in the instrument master for %s: run loadinstruments", ", ".join(missing))
 
     def _post(self, item: tuple) -> None:
         """From the SDK's thread: hand an item to the feed's loop and return at once."""

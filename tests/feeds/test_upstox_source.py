@@ -222,3 +222,44 @@ def test_backoff_grows_exponentially_with_jitter_and_is_capped():
     assert all(0.5 <= d <= 30.0 for d in delays)
     assert max(delays[:2]) <= 2.0 and delays[-1] > 2.0
     assert len({round(d, 6) for d in delays}) == len(delays)  # jittered
+
+
+def test_a_recorded_session_plays_back_byte_for_byte(settings, tmp_path):
+    path = tmp_path / "session.frames"
+    first = RecordingSink()
+    with FakeUpstox(ticks_per_second=300, frame_size=2, record_to=path) as recorder:
+        point_settings_at(settings, recorder)
+        source = make_source({"token": "t"})
+
+        async def record():
+            await wait_until(lambda: first.count >= 60, what="ticks to record")
+
+        run_with(source, first, record)
+    assert path.stat().st_size > 0
+
+    replayed = RecordingSink()
+    with FakeUpstox(recording=path, speed=20.0) as player:
+        point_settings_at(settings, player)
+        source = make_source({"token": "t"})
+
+        async def replay():
+            await wait_until(lambda: replayed.count >= 60, what="replayed ticks")
+
+        run_with(source, replayed, replay)
+    point_settings_at(settings, None)
+    assert replayed.ticks[:60] == first.ticks[:60]  # same prices, same exchange times, same order
+    assert replayed.status["session_state"] == OPEN  # the recorded market_info frame
+
+
+@pytest.mark.django_db(transaction=True)
+def test_from_settings_without_a_master_streams_the_watchlist(fake, settings):
+    settings.WATCHLIST = [NIFTY]
+    sink = RecordingSink()
+    source = UpstoxSource.from_settings(token_provider=lambda: "good-token", backoff_initial_s=0.05)
+
+    async def scenario():
+        await wait_until(lambda: NIFTY in sink.keys(), what="index ticks")
+
+    run_with(source, sink, scenario)
+    assert [f["data"]["instrumentKeys"] for f in fake.client_frames] == [[NIFTY]]
+    assert source.plan.ladders == {}

@@ -25,10 +25,11 @@ class Command(BaseCommand):
         parser.add_argument("--ws-port", type=int, default=None, help="WebSocket port (default PORT+1)")
         parser.add_argument(
             "--session",
-            choices=["live", "sim"],
             default="live",
-            help="live: open now, wall-clock times; sim: a simulated day from 09:00 IST",
+            help="live: open now, wall-clock times; sim: a simulated day from 09:00 IST; "
+            "or the path of a recorded session to play back (at --speed)",
         )
+        parser.add_argument("--record", default=None, help="record every feed frame sent to this file")
         parser.add_argument(
             "--date", type=date.fromisoformat, default=None, help="day of the master and sim session"
         )
@@ -46,7 +47,20 @@ class Command(BaseCommand):
         )
 
     def handle(
-        self, *args, host, port, ws_port, session, date, speed, rate, frame_size, prebuilt, token, **options
+        self,
+        *args,
+        host,
+        port,
+        ws_port,
+        session,
+        date,
+        speed,
+        rate,
+        frame_size,
+        prebuilt,
+        token,
+        record,
+        **options,
     ):
         on_date = date or datetime.now(IST).date()
         clock = None
@@ -67,6 +81,9 @@ class Command(BaseCommand):
             prebuilt_frames=prebuilt,
             accepted_tokens=set(token) if token else None,
             session_clock=clock,
+            recording=session if session not in ("live", "sim") else None,
+            record_to=record,
+            speed=speed,
         ).start()
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):

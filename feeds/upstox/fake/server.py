@@ -8,7 +8,7 @@ portfolio stream (JSON order updates), historical and intraday candles, the inst
 positions and funds, with the `{"status":"error","errors":[...]}` envelope and 401/429 errors.
 
 Test hooks (thread-safe, call from any thread): `drop_connections`, `send_garbage`,
-`refuse_401`, `fail_next_rest`, `lose_next_order_responses`, `drop_portfolio_connections`, `pause_stream`, `set_session_status`, `set_price`; records `client_frames` (sub,
+`refuse_401`, `fail_next_rest`, `recording` (play a recorded session), `record_to`, `lose_next_order_responses`, `drop_portfolio_connections`, `pause_stream`, `set_session_status`, `set_price`; records `client_frames` (sub,
 unsub, change_mode), `feed_connections`, `rest_requests` and `orders`. It never contacts the real
 broker and never pretends to be one outside 127.0.0.1 unless told to bind elsewhere.
 """
@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 from websockets.asyncio.server import serve
@@ -48,6 +49,7 @@ from feeds.upstox.fake.market import (
     now_ms,
 )
 from feeds.upstox.fake.orders import FakeOrderBook, OrderError
+from feeds.upstox.fake.recording import FrameRecorder, read_frames
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,9 @@ class FakeUpstox:
         rest_rate_per_s: int = 50,
         seed: int = 7,
         volatility: float = 0.0002,
+        recording: str | Path | None = None,
+        record_to: str | Path | None = None,
+        speed: float = 1.0,
     ):
         self.host = host
         self._port = port
@@ -138,6 +143,10 @@ class FakeUpstox:
         self.market = SimulatedMarket(seed=seed, volatility=volatility)
         self.orders = FakeOrderBook(self.market.price, on_update=self._order_updated)
         self.refuse_401 = False
+        # Play a recorded session (frames as recorded, at `speed`) instead of the simulated market.
+        self.recording = Path(recording) if recording else None
+        self.speed = speed
+        self._recorder = FrameRecorder(record_to) if record_to else None
         self.fail_next_rest: list[int] = []  # test hook: answer the next REST calls with these statuses
         # Test hook: act on the next N order requests (place/modify/cancel) but send no answer
         # (the connection closes): a response lost after the broker accepted the order.
@@ -193,6 +202,8 @@ class FakeUpstox:
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
+        if self._recorder is not None:
+            self._recorder.close()
 
     def __enter__(self) -> FakeUpstox:
         return self.start()
@@ -365,9 +376,10 @@ class FakeUpstox:
         client = _FeedClient(connection)
         self._feed_clients.append(client)
         self.feed_connections += 1
-        streamer = asyncio.create_task(self._stream_live(client))
+        streamer = asyncio.create_task(self._replay(client) if self.recording else self._stream_live(client))
         try:
-            await connection.send(market_info_frame(self.segment_status, self.clock_ms()))
+            if not self.recording:
+                await self._send(client, market_info_frame(self.segment_status, self.clock_ms()))
             async for message in connection:
                 await self._on_client_frame(client, message)
         except ConnectionClosed:
@@ -391,9 +403,9 @@ class FakeUpstox:
             for key in keys:
                 client.modes[key] = mode
             client.version += 1
-            if method == "sub" and not self.paused:
+            if method == "sub" and not self.paused and not self.recording:
                 frame = feed_frame(self.market, [(k, mode) for k in keys], INITIAL_FEED, self.clock_ms())
-                await client.connection.send(frame)
+                await self._send(client, frame)
         elif method == "unsub":
             for key in keys:
                 client.modes.pop(key, None)
@@ -429,7 +441,7 @@ class FakeUpstox:
                     data = frame + current_ts_suffix(now_ms())
                 else:
                     data = feed_frame(self.market, frame, LIVE_FEED, self.clock_ms())
-                await client.connection.send(data)
+                await self._send(client, data)
                 self.frames_sent += 1
                 self.ticks_sent += count
                 sent += count
@@ -440,6 +452,25 @@ class FakeUpstox:
                     await asyncio.sleep(0)  # let client frames and hooks through in a flood
             if client.version != prebuilt_version and self.prebuilt_frames:
                 continue
+
+    async def _send(self, client: _FeedClient, frame: bytes) -> None:
+        await client.connection.send(frame)
+        if self._recorder is not None:
+            self._recorder.write(frame)
+
+    async def _replay(self, client: _FeedClient) -> None:
+        """Send a recorded session's frames with their recorded spacing (divided by `speed`)."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for offset_ms, frame in read_frames(self.recording):
+            while self.paused:
+                await asyncio.sleep(0.05)
+                start += 0.05
+            delay = start + offset_ms / 1000 / self.speed - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await client.connection.send(frame)
+            self.frames_sent += 1
 
     def _prebuild(self, client: _FeedClient) -> list[tuple[bytes, int]]:
         items = sorted(client.modes.items())
@@ -454,7 +485,7 @@ class FakeUpstox:
         frame = market_info_frame(self.segment_status, self.clock_ms())
         for client in list(self._feed_clients):
             try:
-                await client.connection.send(frame)
+                await self._send(client, frame)
             except ConnectionClosed:
                 pass
 
