@@ -12,6 +12,9 @@ Never write results here, never read the database: the callbacks given by the se
 
 from __future__ import annotations
 
+import asyncio
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -120,14 +123,29 @@ class SessionProgress:
             raise RunCancelled
 
 
-def send_progress(run_id: int, message: dict[str, Any]) -> None:
-    """Send one message to the run's group from sync code (a Celery task or a view). Throttled by
-    the caller: each call costs a Redis round trip on a fresh connection."""
-    from asgiref.sync import async_to_sync
+def send_progress(run_id: int, message: dict[str, Any], timeout_s: float = 5.0) -> None:
+    """Send one message to the run's group from sync code (a Celery task or a view), through this
+    process's progress loop: the layer keeps one Redis connection per event loop, so the sends
+    reuse it (`async_to_sync` would run a new loop, and open a new connection, on every call)."""
     from channels.layers import get_channel_layer
 
     from strategies.backtests.models import progress_group
 
     layer = get_channel_layer()
     if layer is not None:
-        async_to_sync(layer.group_send)(progress_group(run_id), message)
+        future = asyncio.run_coroutine_threadsafe(layer.group_send(progress_group(run_id), message), _loop())
+        future.result(timeout_s)
+
+
+_loop_lock = threading.Lock()
+_loop_state: dict[str, Any] = {"loop": None, "pid": None}
+
+
+def _loop() -> asyncio.AbstractEventLoop:
+    """One event loop on a daemon thread per process (a forked child makes its own)."""
+    with _loop_lock:
+        if _loop_state["loop"] is None or _loop_state["pid"] != os.getpid():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="backtest-progress", daemon=True).start()
+            _loop_state.update(loop=loop, pid=os.getpid())
+        return _loop_state["loop"]
