@@ -194,15 +194,30 @@ def risk_limits(config: StrategyConfig | None) -> risk.RiskLimits:
 
 
 def instrument_terms(instrument_key: str) -> tuple[int, int | None]:
-    """(lot size, freeze quantity or None) from the loaded instrument master."""
+    """(lot size, freeze quantity or None): from the loaded instrument master, else from the last
+    risk decision about the instrument (the caller named its contract's lot size then: the
+    simulated feed's contracts are not in the master table), else (1, None)."""
     from feeds.models import Instrument
+    from strategies.models import AuditEvent
 
     row = (
         Instrument.objects.filter(instrument_key=instrument_key).values("lot_size", "freeze_quantity").first()
     )
-    if row is None:
-        return 1, None
-    return max(int(row["lot_size"] or 1), 1), (int(row["freeze_quantity"]) or None)
+    if row is not None:
+        return max(int(row["lot_size"] or 1), 1), (int(row["freeze_quantity"]) or None)
+    decided = (
+        AuditEvent.objects.filter(
+            action__in=("risk.allowed", "risk.blocked"),
+            object_type="order",
+            detail__instrument_key=instrument_key,
+        )
+        .order_by("-ts", "-id")
+        .values_list("detail", flat=True)
+        .first()
+    )
+    if decided and decided.get("lot_size"):
+        return max(int(decided["lot_size"]), 1), (int(decided.get("freeze_qty") or 0) or None)
+    return 1, None
 
 
 def _today(now: dt.datetime) -> dt.date:
@@ -285,10 +300,13 @@ def submit_order(
     emergency: bool = False,
     now: dt.datetime | None = None,
     limits: risk.RiskLimits | None = None,
+    lot_size: int | None = None,
+    freeze_qty: int | None = None,
 ) -> SubmitResult:
     """Gate, store and send one order (see the module docstring). Returns the stored orders (one,
     or one per slice) as they stand after sending, and the risk decision (None when the order
-    already existed)."""
+    already existed). `lot_size` / `freeze_qty` name the contract's terms when the caller knows
+    them (else the instrument master's)."""
     now = now or timezone.now()
     actor = actor or strategy
     result = SubmitResult(venue=venue.name)
@@ -306,7 +324,10 @@ def submit_order(
         result.orders = siblings
         return result
 
-    lot_size, freeze_qty = instrument_terms(instrument_key)
+    if lot_size is None or freeze_qty is None:
+        known_lot, known_freeze = instrument_terms(instrument_key)
+        lot_size = lot_size or known_lot
+        freeze_qty = freeze_qty or known_freeze
     intent = risk.OrderIntent(
         strategy=strategy.slug,
         instrument_key=instrument_key,
@@ -337,6 +358,8 @@ def submit_order(
         "quantity": quantity,
         "venue": venue.name,
         "emergency": emergency,
+        "lot_size": lot_size,
+        "freeze_qty": freeze_qty,
         **decision.as_dict(),
     }
     services.record_audit(

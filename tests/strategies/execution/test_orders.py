@@ -301,3 +301,25 @@ def test_paper_orders_take_the_same_path(config):
     )
     assert Position.objects.get(strategy=config).net_quantity == 65
     assert AuditEvent.objects.filter(action="risk.allowed", object_id="P-1").exists()
+
+
+def test_a_contract_lot_size_named_once_is_remembered_for_exposure(config):
+    paper = PaperBroker(square_off_time=None)
+    key = "NSE_FO|777"
+    paper.on_quote(key, int(MORNING.timestamp() * 1000), Decimal("50"))
+    venue = orders.PaperVenue(paper)
+    assert orders.instrument_terms(key) == (1, None)
+    orders.submit_order(
+        strategy=config,
+        client_order_id="P-lot",
+        instrument_key=key,
+        side="BUY",
+        quantity=130,
+        venue=venue,
+        limits=OPEN_LIMITS,
+        lot_size=65,
+        now=MORNING,
+    )
+    assert orders.instrument_terms(key) == (65, None)
+    exposure = orders.exposure(config, key, now=MORNING)
+    assert (exposure.strategy_position, exposure.strategy_open_lots, exposure.open_positions) == (130, 2, 1)
