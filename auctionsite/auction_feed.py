@@ -56,6 +56,10 @@ log = logging.getLogger(__name__)
 AUCTION_GROUP = "auction"
 AUCTION_STATE_TYPE = "auction.state"
 PUBLISH_EVERY_S = 0.5
+# Live messages carry the whole day's candles only this often (and pages that connect get the
+# whole day from Redis); in between, only the last CANDLES_TAIL candles (`candles_partial`).
+FULL_CANDLES_EVERY_S = 5.0
+CANDLES_TAIL = 2
 PRIOR_DAYS = 40  # calendar days of stored candles read to seed an engine (≥ 20 sessions of averages)
 AVERAGE_SESSIONS = 20
 XRANGE_COUNT = 50_000  # per read; a longer backlog is read over several publish steps
@@ -209,6 +213,7 @@ def auction_message(
     params: ProfileParams,
     *,
     candles: list[list[float]] = (),
+    candles_partial: bool = False,
     volume_source: str = "index",
     volume_by_row: dict[float, int] | None = None,
     future_key: str | None = None,
@@ -232,6 +237,7 @@ def auction_message(
         "future_key": future_key,
         "state": body,
         "candles": [list(c) for c in candles],
+        "candles_partial": candles_partial,
     }
 
 
@@ -271,6 +277,7 @@ class AuctionPublisher:
         self.messages_sent = 0
         self.ticks_read = 0
         self._task: asyncio.Task | None = None
+        self._last_full = 0.0
 
     @property
     def watched(self) -> set[str]:
@@ -354,8 +361,14 @@ class AuctionPublisher:
             on_tick(t.ts_ms, t.ltp)
 
     async def publish(self) -> int:
+        """One conflated message per changed instrument: to the group (the whole day's candles
+        every FULL_CANDLES_EVERY_S, else the last few) and, always whole, to Redis."""
         sent = 0
         now_ms = int(time.time() * 1000)
+        now = time.monotonic()
+        full = now - self._last_full >= FULL_CANDLES_EVERY_S
+        if full:
+            self._last_full = now
         for auction in self.auctions.values():
             if not auction.changed:
                 continue
@@ -364,7 +377,10 @@ class AuctionPublisher:
             if message is None:
                 continue
             if self.layer is not None:
-                await self.layer.group_send(self.group, message)
+                live = message
+                if not full and len(message["candles"]) > CANDLES_TAIL:
+                    live = {**message, "candles": message["candles"][-CANDLES_TAIL:], "candles_partial": True}
+                await self.layer.group_send(self.group, live)
             if self.redis is not None:
                 await self.redis.set(
                     self.key_prefix + auction_state_key(auction.instrument_key),

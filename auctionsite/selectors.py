@@ -313,13 +313,23 @@ def session_profile(instrument_key: str, day: date) -> dict | None:
     from datetime import timedelta
 
     from auctionsite.auction_feed import PRIOR_DAYS, auction_message, stored_sessions
+    from persistence.readers import read_candles_1m
     from strategies.engine import params_for
 
     states = stored_sessions(instrument_key, day - timedelta(days=PRIOR_DAYS), day, settings.HISTORY_DIR)
     for state in states:
         if state.session_date == day:
+            # The day's own candles, so the candle chart shows that session with its levels.
+            table = read_candles_1m(instrument_key, day, day, settings.HISTORY_DIR)
+            ts = table["ts"].cast("int64").to_pylist()
+            columns = [table[name].to_pylist() for name in ("open", "high", "low", "close")]
+            candles = [[t, *ohlc] for t, *ohlc in zip(ts, *columns, strict=True)]
             return auction_message(
-                instrument_key, instrument_display_name(instrument_key), state, params_for(instrument_key)
+                instrument_key,
+                instrument_display_name(instrument_key),
+                state,
+                params_for(instrument_key),
+                candles=candles,
             )
     return None
 

@@ -307,7 +307,7 @@ export class ProfileChart {
       const y = 8 + i * rowPx;
       const inVa = isNumber(c.val) && isNumber(c.vah) && label >= c.val && label <= c.vah;
       if (inVa) vaRows += 1;
-      ctx.fillStyle = label === c.poc ? cssVar("--poc-line") : inVa ? cssVar("--ib") : cssVar("--volume");
+      ctx.fillStyle = label === c.poc ? cssVar("--poc-line") : inVa ? cssVar("--accent") : cssVar("--volume");
       ctx.fillRect(x0, y + (rowPx > 4 ? 1 : 0), (c.tpo_counts[String(label)] ?? c.tpo_counts[label] ?? 0) / max * w, Math.max(1, rowPx - (rowPx > 4 ? 2 : 0)));
       if (rowPx >= 12 || label === c.poc || i % Math.ceil(12 / rowPx) === 0) {
         ctx.fillStyle = muted;
@@ -384,8 +384,9 @@ export class CandleChart {
     return true;
   }
 
-  setCandles(candles) {
+  setCandles(candles, refit = false) {
     if (!this.ensure()) return;
+    if (refit) this.fitted = false;
     const data = candles.map(([t, o, h, l, c]) => ({ time: t / 1000 + IST_OFFSET_S, open: o, high: h, low: l, close: c }));
     this.series.setData(data);
     if (!this.fitted && data.length) {
@@ -395,6 +396,20 @@ export class CandleChart {
     }
     this.barTimes = new Set(data.map((d) => d.time));
     this.el.dataset.bars = String(data.length);
+    this.applyMarkers();
+  }
+
+  // The newest candles only (between full sends): the last bar is updated, new bars appended.
+  updateCandles(candles) {
+    if (!this.ensure()) return;
+    const last = this.series.data().at(-1);
+    for (const [t, o, h, l, c] of candles) {
+      const time = t / 1000 + IST_OFFSET_S;
+      if (last && time < last.time) continue;
+      this.series.update({ time, open: o, high: h, low: l, close: c });
+      this.barTimes.add(time);
+    }
+    this.el.dataset.bars = String(this.series.data().length);
     this.applyMarkers();
   }
 
@@ -495,6 +510,7 @@ export class AuctionPanel {
 
   render(message, live) {
     const s = message.state;
+    delete this.el.dataset.empty;
     this.profile.show(message);
     for (const [name, node] of Object.entries(this.labels)) {
       const text = humanise(name, s[name]);
@@ -505,7 +521,11 @@ export class AuctionPanel {
     this.fields.mode.textContent = live ? `live · ${s.date}${letter}` : `session ${s.date} (final, from the history store)`;
     this.fields.levels.textContent = `POC ${fmt(s.poc)} · VA ${fmt(s.val)}–${fmt(s.vah)} · IB ${fmt(s.ibl)}–${fmt(s.ibh)}`;
     this.fields.volume_source.textContent = message.volume_source === "futures" ? "volume: near-month future, moved by the basis" : "";
-    if (message.candles && message.candles.length) this.candles.setCandles(message.candles);
+    if (message.candles && message.candles.length) {
+      if (message.candles_partial) this.candles.updateCandles(message.candles);
+      else this.candles.setCandles(message.candles, this.shownDay !== s.date);
+      this.shownDay = s.date;
+    }
     this.candles.setLevels(levelsOf(s));
     this.el.dataset.viewing = this.viewing;
   }
@@ -541,6 +561,7 @@ export class AuctionPanel {
     this.el.querySelector("[data-live-show]").hidden = false;
     try {
       const c = await this.fetchJson(`${this.urls.composite}?instrument=${encodeURIComponent(this.key)}&day=${day}&n=${n}`);
+      delete this.el.dataset.empty;
       this.profile.showComposite(c);
       this.fields.mode.textContent = `composite of ${c.sessions.length} sessions (${c.sessions[0]} – ${c.sessions[c.sessions.length - 1]})`;
       this.fields.levels.textContent = `POC ${fmt(c.poc)} · VA ${fmt(c.val)}–${fmt(c.vah)}`;

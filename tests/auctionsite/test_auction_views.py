@@ -66,6 +66,9 @@ def test_history_returns_the_stored_sessions_final_profile(client, trader, store
     assert len(body["state"]["tpo_counts"]) == len(want.tpo_counts)
     assert body["state"]["prior"]["date"] == DAYS[1].isoformat()
     assert body["state"]["day_type_final"] is True
+    # That day's own 1-minute candles for the candle chart (one per stored minute with a tick).
+    assert len(body["candles"]) == 375 and body["candles_partial"] is False
+    assert all(c[0] // 86_400_000 == body["candles"][0][0] // 86_400_000 for c in body["candles"])
 
 
 @pytest.mark.django_db
