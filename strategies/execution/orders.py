@@ -238,7 +238,8 @@ def exposure(config: StrategyConfig, instrument_key: str, *, now: dt.datetime) -
         return risk.lots_of(p.net_quantity, lot_sizes[p.instrument_key])
 
     mine = [p for p in positions if p.strategy_id == config.pk]
-    since = now - dt.timedelta(minutes=1)
+    # Order rates by the wall clock (created_at), whatever exchange time `now` names.
+    since = timezone.now() - dt.timedelta(minutes=1)
     # Orders that reached (or may have reached) a broker: not those the risk gate or the broker refused.
     sent = Order.objects.filter(created_at__gte=since).exclude(
         Q(state=OrderState.REJECTED) & Q(broker_order_id="")
@@ -298,6 +299,7 @@ def submit_order(
     actor: services.ActorLike = None,
     reason: str = "",
     emergency: bool = False,
+    reduce_only: bool = False,
     now: dt.datetime | None = None,
     limits: risk.RiskLimits | None = None,
     lot_size: int | None = None,
@@ -336,6 +338,7 @@ def submit_order(
         lot_size=lot_size,
         freeze_qty=freeze_qty,
         emergency=emergency,
+        reduce_only=reduce_only,
     )
     decision = risk.check(
         intent, exposure(strategy, instrument_key, now=now), limits or risk_limits(strategy)

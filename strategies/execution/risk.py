@@ -11,7 +11,7 @@ Rules, in order:
 2. A daily loss limit reached (strategy's own or account-wide) moves that scope to REDUCING.
 3. REDUCING: only closing orders pass.
 4. A closing order passes every remaining limit: limits exist to stop risk growing, never to trap
-   a position open.
+   a position open. A reduce-only order (an exit) that would not close is refused.
 5. Opening orders: none at or after the entry cut-off or the square-off time; at most N orders a
    minute (strategy and account); at most N open positions; at most N open lots (strategy and
    account).
@@ -82,6 +82,8 @@ class OrderIntent:
     freeze_qty: int | None = None
     # The kill switch's and the square-off's own closing orders: the only ones a HALT lets through.
     emergency: bool = False
+    # An exit: it may only close (an exit whose entry was refused has nothing to close).
+    reduce_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +223,8 @@ def check(intent: OrderIntent, exposure: Exposure, limits: RiskLimits) -> RiskDe
         return block("reducing", reason, state)
     if closing:
         return RiskDecision(True, "closes a position", "", True, slices, escalations, state)
+    if intent.reduce_only:
+        return block("reduce_only", "an exit with no position (or a smaller one) to close", state)
 
     now = exposure.now.time()
     if limits.square_off is not None and now >= limits.square_off:

@@ -97,9 +97,8 @@ def test_a_paper_position_without_a_price_is_reported_not_invented(config):
 
 
 def test_admin_kill_switch_and_resume_actions(client, django_user_model, config):
-    from strategies.execution.models import TradingState
-
     from strategies import services
+    from strategies.execution.models import TradingState
 
     services.set_strategy_enabled(config, True, actor="test")
     admin_user = django_user_model.objects.create_superuser("boss", password="x")

@@ -153,3 +153,10 @@ def test_invalid_orders_are_refused():
 def test_square_off_due():
     assert risk.square_off_due(MORNING.replace(hour=15, minute=15), LIMITS)
     assert not risk.square_off_due(MORNING, LIMITS)
+
+
+def test_a_reduce_only_exit_passes_only_when_it_closes():
+    assert check(sell(65, reduce_only=True), book(strategy_position=65), LIMITS).allowed
+    refused = check(sell(65, reduce_only=True), book(), LIMITS)
+    assert not refused.allowed and refused.rule == "reduce_only"
+    assert check(sell(130, reduce_only=True), book(strategy_position=65), LIMITS).rule == "reduce_only"
