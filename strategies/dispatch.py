@@ -3,7 +3,8 @@
 `StrategyDispatcher` is a `FeedPipeline.on_flush` hook (registered through the FEED_FLUSH_HOOKS
 setting, `flush_hook` being the factory runfeed calls). Each flush reports, per instrument, the
 first and last stream id it wrote. The dispatcher coalesces those ranges and, at most every
-`interval_s` (~100 ms), sends each enabled strategy whose instruments ticked ONE task
+`interval_s` (50 ms; the feed's stream batches come every ~100 ms), sends each enabled strategy
+whose instruments ticked ONE task
 `strategies.tasks.evaluate(slug=..., ranges={stream_key: [first_id, last_id]}, prefix=...)` —
 never the ticks themselves. The worker reads from its own checkpoint up to `last_id`, so a range
 that is coalesced, late or lost only delays ticks, it never drops them.
@@ -31,7 +32,10 @@ from feeds.groups import tick_stream_key
 
 log = logging.getLogger(__name__)
 
-DISPATCH_INTERVAL_S = 0.1
+# The feed writes its streams every ~100 ms and calls the hook after each batch; a minimum gap
+# just under that sends every batch at once and coalesces only bursts (a gap of exactly 100 ms
+# would hold every other batch for a whole period).
+DISPATCH_INTERVAL_S = 0.05
 ENABLED_REFRESH_S = 1.0
 # A task older than this is dropped by the worker unstarted; the next one covers its ticks anyway.
 TASK_EXPIRES_S = 300
@@ -97,8 +101,11 @@ class StrategyDispatcher:
             self._refresh_if_stale()
         if self.enabled is None or not self._pending:
             return
-        if self._clock() - self._last_sent < self.interval_s:
-            return  # coalesce: the next flush sends these ranges with its own
+        wait = self.interval_s - (self._clock() - self._last_sent)
+        if wait > 0:
+            # Back-to-back batches (a burst, the final flush): wait out the gap and send them
+            # together. Holding them for the next flush instead could hold the last ones forever.
+            await asyncio.sleep(wait)
         batch = self.tasks_for(self._pending)
         self._pending = {}
         self._last_sent = self._clock()

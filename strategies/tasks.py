@@ -41,13 +41,15 @@ STRATEGY_QUEUE_PREFIX = "strategy."
 
 @worker_ready.connect
 def _catch_up_on_start(sender=None, **kwargs) -> None:
-    """A strategy worker's first task: its strategy's last claim check, sent to its own queue."""
+    """A strategy worker's first task: its strategy's last claim check, sent to its own queue.
+    (Also: the database settings of a long-lived strategy worker.)"""
     import json
 
     import redis
     from django.conf import settings
 
     from strategies.dispatch import LAST_CLAIM_KEY
+    from strategies.live.worker import prepare_worker_process
 
     try:
         queues = list(sender.app.amqp.queues.consume_from)
@@ -56,6 +58,7 @@ def _catch_up_on_start(sender=None, **kwargs) -> None:
     slugs = [q[len(STRATEGY_QUEUE_PREFIX) :] for q in queues if q.startswith(STRATEGY_QUEUE_PREFIX)]
     if not slugs:
         return
+    prepare_worker_process()
     client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5)
     try:
         for slug, raw in zip(slugs, client.hmget(LAST_CLAIM_KEY, slugs), strict=True):

@@ -54,14 +54,10 @@ def test_one_task_per_strategy_whose_instruments_ticked_with_ranges_coalesced():
         assert sorted(s[0] for s in sent) == ["both", "nifty-only"]
         assert dict((s[0], s[1]) for s in sent)["both"] == {"p-" + tick_stream_key(NIFTY): ["1-0", "5-0"]}
         sent.clear()
-        # Two flushes inside the interval: held, then sent as one range per stream.
-        clock.now += 0.03
-        await dispatcher(report(nifty=("6-0", "9-0"), bank=("7-0", "8-0")))
-        clock.now += 0.03
-        await dispatcher(report(nifty=("10-0", "12-0")))
-        assert sent == []
-        clock.now += 0.05
-        await dispatcher(report(bank=("13-0", "14-0")))
+        # Ranges of one stream are merged between sends (first of the first, last of the last).
+        dispatcher._pending = {NIFTY: ["6-0", "9-0"]}
+        clock.now += 0.2
+        await dispatcher(report(nifty=("10-0", "12-0"), bank=("7-0", "14-0")))
         by_slug = {slug: ranges for slug, ranges, _ in sent}
         assert by_slug == {
             "both": {
@@ -71,6 +67,13 @@ def test_one_task_per_strategy_whose_instruments_ticked_with_ranges_coalesced():
             "nifty-only": {"p-" + tick_stream_key(NIFTY): ["6-0", "12-0"]},
             "bank-only": {"p-" + tick_stream_key(BANK): ["7-0", "14-0"]},
         }
+        sent.clear()
+        # A flush right after a send waits out the gap, then sends: nothing is held for later.
+        clock.now += 0.01
+        waited = asyncio.get_running_loop().time()
+        await dispatcher(report(bank=("15-0", "16-0")))
+        assert asyncio.get_running_loop().time() - waited >= 0.03
+        assert [s[0] for s in sent] == ["bank-only", "both"]
         assert {prefix for *_, prefix in sent} == {"p-"}
 
     asyncio.run(main())

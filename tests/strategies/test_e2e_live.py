@@ -102,14 +102,15 @@ def stored(db: Path, slug: str):
     }
 
 
-def wait_for(condition, supervisor, timeout, what, feed=None):
+def wait_for(condition, supervisor, timeout, what, log=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         supervisor.step()
         if condition():
             return
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    tail = log.getvalue()[-4000:] if log is not None else ""
+    raise AssertionError(f"timed out waiting for {what}\n{tail}")
 
 
 def test_two_workers_trade_the_session_and_a_killed_one_ends_as_if_never_killed(tmp_path, test_redis_url):
@@ -179,7 +180,7 @@ def test_two_workers_trade_the_session_and_a_killed_one_ends_as_if_never_killed(
         def holding():
             return len(stored(db, killed)["orders"]) == 1
 
-        wait_for(holding, supervisor, TIMEOUT_S, f"an entry order of {killed}\n{log.getvalue()[-3000:]}")
+        wait_for(holding, supervisor, TIMEOUT_S, f"an entry order of {killed}", log)
         child = supervisor.children[f"worker-{killed}"]
         first_pid = child.pid
         os.kill(first_pid, signal.SIGKILL)
@@ -194,7 +195,8 @@ def test_two_workers_trade_the_session_and_a_killed_one_ends_as_if_never_killed(
             ),
             supervisor,
             TIMEOUT_S,
-            f"both workers to reach the end of the stream\n{log.getvalue()[-3000:]}",
+            "both workers to reach the end of the stream",
+            log,
         )
 
         for slug, cls in ((killed, "ib_breakout"), (steady, "look_above_fail")):
