@@ -38,6 +38,7 @@ BACKTESTS_QUEUE = os.environ["BENCH_BACKTESTS_QUEUE"]
 
 def main(argv: list[str]) -> int:
     quick = "--quick" in argv
+    n_workers = int(argv[argv.index("--workers") + 1]) if "--workers" in argv else 2
     if not DATA.exists():
         print(json.dumps({"skipped": f"{DATA} is absent"}))
         return 0
@@ -51,10 +52,10 @@ def main(argv: list[str]) -> int:
     )
     start, end = (date(2024, 1, 1), date(2024, 1, 31)) if quick else (date(2024, 1, 1), date(2024, 4, 30))
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
-        return run(Path(tmp), grid, start, end, quick)
+        return run(Path(tmp), grid, start, end, quick, n_workers)
 
 
-def run(tmp: Path, grid: dict, start: date, end: date, quick: bool) -> int:
+def run(tmp: Path, grid: dict, start: date, end: date, quick: bool, n_workers: int) -> int:
     (tmp / "settings_pkg").mkdir()
     (tmp / "settings_pkg" / "bench_sweep_settings.py").write_text(SETTINGS)
     queue = f"bench.backtests.{secrets.token_hex(4)}"
@@ -111,9 +112,9 @@ def run(tmp: Path, grid: dict, start: date, end: date, quick: bool) -> int:
     client.delete(settings.BACKTESTS_QUEUE)
     settings.BACKTESTS_QUEUE = queue
 
-    # Fanned out to 2 worker processes.
+    # Fanned out to the worker processes (2 unless --workers N).
     workers, nodes = [], []
-    for i in range(2):
+    for i in range(n_workers):
         node = f"{queue}.w{i}@{socket.gethostname()}"
         nodes.append(node)
         workers.append(
@@ -171,13 +172,16 @@ def run(tmp: Path, grid: dict, start: date, end: date, quick: bool) -> int:
                 "sessions_per_run": one.get("sessions"),
                 "quick": quick,
                 "sequential_one_process_s": round(sequential_s, 3),
-                "fanned_out_2_workers_s": round(fanned_s, 3),
+                "workers": n_workers,
+                "fanned_out_s": round(fanned_s, 3),
                 "speedup": round(sequential_s / fanned_s, 2),
                 "mean_run_s_sequential": mean_run_s(seq),
                 "mean_run_s_in_workers": mean_run_s(fan),
                 "same_results": a == b,
                 "states": sorted(states),
                 "cpus": os.cpu_count(),
+                # other processes on the machine skew both timings: say how busy it was
+                "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
             }
         )
     )
