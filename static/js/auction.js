@@ -422,11 +422,12 @@ export class CandleChart {
       color: level.color,
       lineWidth: level.width || 1,
       lineStyle: level.style ?? 0,
-      axisLabelVisible: true,
+      axisLabelVisible: level.axisLabel !== false,
       title: level.title,
     }));
     this.el.dataset.lines = String(this.lines.length);
     this.el.dataset.levelTitles = levels.map((l) => l.title).join(",");
+    this.el.dataset.levels = levels.map((l) => `${l.title}=${l.price}`).join(",");
   }
 
   addMarker(id, marker) {
@@ -451,17 +452,18 @@ export function levelsOf(state) {
     prior: cssVar("--muted"), naked: cssVar("--single"),
   };
   const out = [];
-  const add = (price, title, color, style = 0, width = 1, scale = false) => {
-    if (isNumber(price)) out.push({ price, title, color, style, width, scale });
+  const add = (price, title, color, style = 0, width = 1, scale = false, axisLabel = true) => {
+    if (isNumber(price)) out.push({ price, title, color, style, width, scale, axisLabel });
   };
   add(state.poc, "POC", c.poc, 0, 2, true);
   add(state.vah, "VAH", c.va, 0, 1, true);
   add(state.val, "VAL", c.va, 0, 1, true);
   add(state.ibh, "IBH", c.ib, 2, 1, true);
   add(state.ibl, "IBL", c.ib, 2, 1, true);
+  // {side: {multiple: price}}: IBH + k·IBR up, IBL − k·IBR down.
   for (const [side, levels] of Object.entries(state.extension_levels || {})) {
-    for (const [price, k] of Object.entries(levels)) {
-      add(Number(price), `IB ${side === "up" ? "+" : "−"}${k}×`, c.ext, 1);
+    for (const [k, price] of Object.entries(levels)) {
+      add(Number(price), `IB ${side === "up" ? "+" : "−"}${k}×`, c.ext, 1, 1, false, false);
     }
   }
   const p = state.prior;
@@ -472,7 +474,7 @@ export function levelsOf(state) {
     add(p.high, "pH", c.prior, 3);
     add(p.low, "pL", c.prior, 3);
   }
-  for (const price of state.naked_pocs || []) add(price, "nPOC", c.naked, 1);
+  for (const price of state.naked_pocs || []) add(price, "nPOC", c.naked, 1, 1, false, false);
   return out;
 }
 

@@ -114,6 +114,19 @@ def test_tpo_chart_matches_the_engine(daphne_server, daphne_user, page, stored_a
     expect(panel.locator("[data-candles]")).to_have_attribute("data-bars", "375")
     titles = panel.locator("[data-candles]").get_attribute("data-level-titles").split(",")
     assert {"POC", "VAH", "VAL", "IBH", "IBL", "pPOC", "pVAH", "pVAL", "pH", "pL"} <= set(titles)
+    levels = dict(
+        item.split("=") for item in panel.locator("[data-candles]").get_attribute("data-levels").split(",")
+    )
+    assert float(levels["IB +1×"]) == pytest.approx(engine_state.ibh + engine_state.ibr, abs=0.001)
+    assert float(levels["IB −2×"]) == pytest.approx(engine_state.ibl - 2 * engine_state.ibr, abs=0.001)
+    assert float(levels["pPOC"]) == PRIOR.poc
+    naked = [
+        float(v)
+        for item in panel.locator("[data-candles]").get_attribute("data-levels").split(",")
+        for k, v in [item.split("=")]
+        if k == "nPOC"
+    ]
+    assert naked == engine_state.naked_pocs  # yesterday's POC stays naked only if untouched today
     # Between full sends the feed sends only the newest candles: the last bar moves, none is lost.
     partial = replayed_message(ticks)
     last = partial["candles"][-1]
