@@ -87,6 +87,8 @@ def test_compare_an_underlying_run_with_a_modelled_one(page, backtest_site):
         expect(page.locator("#run-state")).to_have_text("Done", timeout=60_000)
         ids.append(page.url.rstrip("/").rsplit("/", 1)[-1])
     expect(page.locator(".bt-modelled")).to_contain_text("modelled")
+    expect(page.locator("#trades")).to_contain_text("modelled")  # each option leg says so too
+    page.screenshot(path=str(ARTIFACTS_DIR / "backtest-modelled-report.png"), full_page=True)
     page.goto(backtest_site.server.url + "/backtests/")
     for run_id in ids:
         page.check(f'input[name="run"][value="{run_id}"]')
