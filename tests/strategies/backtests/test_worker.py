@@ -112,3 +112,44 @@ def test_cancel_stops_a_long_run_between_sessions(backtest_site):
     assert got["messages"][-1]["state"] == "cancelled"
     # prompt: the worker checks before every session (~50 ms each); generous for a loaded machine
     assert got["stopped_after_s"] < 20
+
+
+SWEEP_SCRIPT = textwrap.dedent(
+    """
+    import json, time
+    from datetime import date
+    from django.contrib.auth import get_user_model
+    from strategies.backtests import services
+    from strategies.backtests.models import FINISHED_STATES
+
+    sweep = services.start_sweep(
+        user=get_user_model().objects.get(username="bt"), strategy="ib_breakout", parameters={},
+        grid={"row_size": [2.5, 5.0, 10.0]}, instruments=["NSE_INDEX|Nifty 50"],
+        start=date(2024, 3, 1), end=date(2024, 3, 31),
+    )
+    deadline = time.monotonic() + 120
+    while sweep.runs.exclude(state__in=FINISHED_STATES).exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    print(json.dumps([[r.parameters, r.state, r.task_id, r.metrics] for r in sweep.runs.order_by("id")]))
+    """
+)
+
+
+def test_a_sweep_fans_out_one_task_per_combination(backtest_site):
+    runs = json.loads(backtest_site.shell(SWEEP_SCRIPT).strip().splitlines()[-1])
+    assert [p["row_size"] for p, *_ in runs] == [2.5, 5.0, 10.0]
+    assert all(state == "done" for _, state, _, _ in runs), backtest_site.worker_log()
+    assert len({task_id for _, _, task_id, _ in runs}) == 3
+    for params, _, _, metrics in runs:
+        shell = backtest_site.server.manage(
+            "backtest",
+            "ib_breakout",
+            "--from",
+            "2024-03-01",
+            "--to",
+            "2024-03-31",
+            "--param",
+            f"row_size={params['row_size']}",
+            "--json",
+        )
+        assert metrics == json.loads(shell.stdout)["metrics"]
