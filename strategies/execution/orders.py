@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -304,11 +304,12 @@ def submit_order(
     limits: risk.RiskLimits | None = None,
     lot_size: int | None = None,
     freeze_qty: int | None = None,
+    detail: Mapping[str, Any] | None = None,
 ) -> SubmitResult:
     """Gate, store and send one order (see the module docstring). Returns the stored orders (one,
     or one per slice) as they stand after sending, and the risk decision (None when the order
     already existed). `lot_size` / `freeze_qty` name the contract's terms when the caller knows
-    them (else the instrument master's)."""
+    them (else the instrument master's); `detail` (e.g. the premium source) joins the audit record."""
     now = now or timezone.now()
     actor = actor or strategy
     result = SubmitResult(venue=venue.name)
@@ -363,6 +364,7 @@ def submit_order(
         "emergency": emergency,
         "lot_size": lot_size,
         "freeze_qty": freeze_qty,
+        **dict(detail or {}),
         **decision.as_dict(),
     }
     services.record_audit(

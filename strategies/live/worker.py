@@ -357,7 +357,7 @@ class StrategyWorker:
     # --- storing -------------------------------------------------------------------------------
     def _store(self, config, live: LiveStrategy, events, upto, result: Evaluation, prefix: str) -> None:
         from strategies import services
-        from strategies.models import OrderState
+        from strategies.execution.orders import PaperVenue, submit_order
 
         with transaction.atomic():
             stored_signals: dict[tuple[str, str, str], Any] = {}
@@ -382,31 +382,24 @@ class StrategyWorker:
                     "premium_source": event.premium_source,
                     "trading_symbol": event.contract.trading_symbol,
                 }
-                order = services.create_order(
+                # The one path every order takes (H10): risk gate -> broker (here the strategy's
+                # own paper broker, which already holds this order) -> state machine, audited.
+                submitted = submit_order(
                     strategy=config,
                     client_order_id=event.client_order_id,
                     instrument_key=event.instrument_key,
                     side=event.side.upper(),
                     quantity=event.quantity,
+                    venue=PaperVenue(live.broker),
                     signal=signal,
+                    reason=event.reason,
+                    reduce_only=event.signal is None or event.signal.signal.kind != "entry",
+                    now=datetime.fromtimestamp(event.ts_ms / 1000, tz=IST),
+                    lot_size=event.contract.lot_size,
+                    detail=detail | ({"rejected": event.rejected} if event.rejected else {}),
                 )
-                if order.state == OrderState.NEW:
-                    services.order_transition(order, OrderState.SUBMITTED, detail=detail)
-                    if event.fill is None:
-                        services.order_transition(
-                            order, OrderState.REJECTED, detail=detail | {"rejected": event.rejected}
-                        )
-                    else:
-                        f = event.fill
-                        services.record_fill(
-                            order,
-                            fill_id=event.client_order_id,
-                            qty=f.quantity,
-                            price=f.price,
-                            ts=datetime.fromtimestamp(f.ts_ms / 1000, tz=IST),
-                            charges=f.charges.total.quantize(CHARGE_PLACES),
-                        )
-                    result.orders.append((order, event))
+                if submitted.decision is not None:  # stored now (a redelivery returns None)
+                    result.orders.append((submitted.orders[0], event))
             for stream_key, (_, last_id) in upto.items():
                 services.advance_checkpoint(config, stream_key=stream_key, last_stream_id=last_id)
                 result.checkpoints[stream_key] = last_id
