@@ -252,6 +252,7 @@ class StrategyWorker:
     def _read_and_evaluate(self, live: LiveStrategy, config, ranges: dict[str, Any], prefix: str):
         events: list[LiveSignal | LiveOrder] = []
         upto: dict[str, tuple[int, str]] = {}
+        reads = []  # (instrument, stream key, last wanted id)
         for key in config.instruments:
             stream_key = prefix + tick_stream_key(key)
             wanted = ranges.get(stream_key)
@@ -261,10 +262,23 @@ class StrategyWorker:
             run = live.runs[key]
             if run.last_stream_id and stream_position(last_wanted) <= stream_position(run.last_stream_id):
                 continue  # a redelivered or repeated range: already evaluated and stored
-            n = 0
-            for chunk in self._xrange(stream_key, run.last_stream_id or None, last_wanted):
-                events.extend(live.on_ticks(key, chunk))
-                n += len(chunk)
+            reads.append((key, stream_key, last_wanted))
+        if not reads:
+            return events, upto
+        # The first page of every stream in one round trip; long backlogs page on per stream.
+        pipe = self.redis.pipeline(transaction=False)
+        for key, stream_key, last_wanted in reads:
+            after = live.runs[key].last_stream_id
+            pipe.xrange(stream_key, min=f"({after}" if after else "-", max=last_wanted, count=XRANGE_CHUNK)
+        for (key, stream_key, last_wanted), rows in zip(reads, pipe.execute(), strict=True):
+            run = live.runs[key]
+            chunk = [(_text(sid), _tick_of(fields)) for sid, fields in rows or []]
+            events.extend(live.on_ticks(key, chunk))
+            n = len(chunk)
+            if n == XRANGE_CHUNK:
+                for more in self._xrange(stream_key, run.last_stream_id, last_wanted):
+                    events.extend(live.on_ticks(key, more))
+                    n += len(more)
             if n:
                 upto[stream_key] = (n, run.last_stream_id)
         if upto:
@@ -357,7 +371,7 @@ class StrategyWorker:
     # --- storing -------------------------------------------------------------------------------
     def _store(self, config, live: LiveStrategy, events, upto, result: Evaluation, prefix: str) -> None:
         from strategies import services
-        from strategies.execution.orders import PaperVenue, submit_order
+        from strategies.execution.orders import submit_strategy_order
 
         with transaction.atomic():
             stored_signals: dict[tuple[str, str, str], Any] = {}
@@ -382,15 +396,16 @@ class StrategyWorker:
                     "premium_source": event.premium_source,
                     "trading_symbol": event.contract.trading_symbol,
                 }
-                # The one path every order takes (H10): risk gate -> broker (here the strategy's
-                # own paper broker, which already holds this order) -> state machine, audited.
-                submitted = submit_order(
+                # The one path every order takes (H10): risk gate -> broker (the strategy's own
+                # paper broker, which already holds this order, or Upstox when live: sent after
+                # this transaction commits) -> state machine, audited.
+                submitted = submit_strategy_order(
                     strategy=config,
+                    paper=live.broker,
                     client_order_id=event.client_order_id,
                     instrument_key=event.instrument_key,
                     side=event.side.upper(),
                     quantity=event.quantity,
-                    venue=PaperVenue(live.broker),
                     signal=signal,
                     reason=event.reason,
                     reduce_only=event.signal is None or event.signal.signal.kind != "entry",

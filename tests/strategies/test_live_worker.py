@@ -306,3 +306,18 @@ def test_one_dashboard_message_per_batch(redis_client, prefix, django_capture_on
     assert Decimal(last["pnl"]["net"]) == Decimal(last["pnl"]["realised"]) - Decimal(last["pnl"]["charges"])
     # Messages are per batch, not per tick: far fewer than the day's ticks or tasks.
     assert len(messages) < len(list(claim_checks(prefix, ids[NIFTY])))
+
+
+@pytest.mark.django_db
+def test_a_backlog_larger_than_one_read_is_paged_through(redis_client, prefix):
+    """A worker that fell behind gets one claim check naming a long range (5,000 entries a read)."""
+    ticks, _ = session_ticks()
+    ids = publish(redis_client, prefix, ticks)
+    config = make_config("backlog")
+    key = prefix + tick_stream_key(NIFTY)
+    result = StrategyWorker(redis_client).evaluate(
+        "backlog", {key: [ids[NIFTY][0], ids[NIFTY][-1]]}, prefix=prefix
+    )
+    assert result.ticks == len(ids[NIFTY]) > 4 * 5000
+    assert StrategyCheckpoint.objects.get(strategy=config).last_stream_id == ids[NIFTY][-1]
+    assert [s[3] for s in stored(config)["signals"]] == ["entry", "exit"]
