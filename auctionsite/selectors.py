@@ -11,6 +11,7 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 
 import msgpack
 import redis.asyncio as aioredis
@@ -222,6 +223,8 @@ class StrategyStatus:
     trading_state: str
     trading_reason: str
     heartbeat_ms: int | None
+    open_positions: list[str]  # today's non-flat positions, "KEY +65 @ 120.50"
+    realised: Decimal  # today's realised PnL net of charges, rupees
 
 
 def strategy_statuses() -> list[StrategyStatus]:
@@ -246,8 +249,15 @@ def strategy_statuses() -> list[StrategyStatus]:
             client.close()
     except Exception:  # the panel still shows the configuration without Redis
         beats = {}
+    from strategies.models import Position
+
+    today = datetime.now(IST).date()
+    positions: dict[int, list[Position]] = {}
+    for p in Position.objects.filter(trading_day=today).order_by("instrument_key"):
+        positions.setdefault(p.strategy_id, []).append(p)
     out = []
     for config in StrategyConfig.objects.order_by("slug"):
+        mine = positions.get(config.pk, [])
         state_name, reason = "", ""
         if trading is not None:
             state = trading.effective_state(config.slug)
@@ -263,6 +273,12 @@ def strategy_statuses() -> list[StrategyStatus]:
                 trading_state=state_name,
                 trading_reason=reason,
                 heartbeat_ms=beat,
+                open_positions=[
+                    f"{p.instrument_key} {p.net_quantity:+d} @ {p.average_price}"
+                    for p in mine
+                    if p.net_quantity
+                ],
+                realised=sum((p.realised_pnl - p.charges for p in mine), Decimal("0")),
             )
         )
     return out

@@ -10,6 +10,7 @@ import { StrategiesPanel } from "./strategies.js";
 const script = document.getElementById("dashboard-script");
 const WS_PATH = script.dataset.wsPath;
 const LOGIN_URL = script.dataset.loginUrl;
+const CONNECT_URL = script.dataset.connectUrl;
 const AUCTION_URLS = { history: script.dataset.historyUrl, composite: script.dataset.compositeUrl };
 const STALE_MS = 10_000; // no message from the feed for this long: say so
 const MAX_POINTS = 5_000; // per chart; beyond it the line is thinned, never cut
@@ -342,6 +343,8 @@ function bannerText() {
     return ["bad", `Disconnected from the server: prices are not updating. Reconnecting${wait ? ` in ${wait} s` : "…"}`];
   }
   const feed = state.feed;
+  // A rejected or missing Upstox token: say so and link to where a staff user reconnects.
+  if (feed && feed.alert && /token/i.test(feed.alert)) return ["bad", `Feed alert: ${feed.alert}`, false, true];
   if (feed && feed.alert) return ["bad", `Feed alert: ${feed.alert}`];
   // The feed sends a full snapshot at least every few seconds, market open or not: silence means
   // the feed (or the path from it) is stuck or gone.
@@ -362,7 +365,7 @@ function renderBanner() {
     ui.banner.textContent = "";
     return;
   }
-  const [level, text, withLogin] = banner;
+  const [level, text, withLogin, withConnect] = banner;
   ui.banner.hidden = false;
   ui.banner.dataset.level = level;
   if (ui.banner.dataset.text !== text) {
@@ -372,6 +375,12 @@ function renderBanner() {
       const a = document.createElement("a");
       a.href = `${LOGIN_URL}?next=${encodeURIComponent(location.pathname)}`;
       a.textContent = "Log in";
+      ui.banner.append(a);
+    }
+    if (withConnect && CONNECT_URL) {
+      const a = document.createElement("a");
+      a.href = CONNECT_URL;
+      a.textContent = "Connect Upstox";
       ui.banner.append(a);
     }
   }

@@ -149,7 +149,12 @@ def test_publisher_in_the_pipeline_matches_compute_session(settings, redis_prefi
     # whole day; the group gets the whole day first, then (within FULL_CANDLES_EVERY_S) the last few.
     assert len(stored["candles"]) == 375 and stored["candles_partial"] is False
     first_minute = [t.ltp for t in ticks if t.ts_ms < ticks[0].ts_ms + 60_000]
-    assert stored["candles"][0][1:] == [first_minute[0], max(first_minute), min(first_minute), first_minute[-1]]
+    assert stored["candles"][0][1:] == [
+        first_minute[0],
+        max(first_minute),
+        min(first_minute),
+        first_minute[-1],
+    ]
     assert received[0]["candles_partial"] is False and len(received[0]["candles"]) > 2
     assert last["candles_partial"] is True and last["candles"] == stored["candles"][-2:]
     # The index has no volume: the future's, moved onto the index rows by the basis (80 points).

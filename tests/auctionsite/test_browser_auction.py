@@ -286,3 +286,30 @@ def test_past_session_and_composite_from_the_history_store(daphne_server, daphne
 
     panel.get_by_role("button", name="Back to live").click()
     expect(profile).to_have_attribute("data-session", DAY.isoformat())
+
+
+def test_rejected_token_shows_a_banner(daphne_server, daphne_user, page):
+    """Feed health: the Upstox source's 401 alert reaches the page as a banner naming the cause."""
+    from feeds.groups import MARKET_GROUP
+    from feeds.upstox.source import ALERT_401
+
+    log_in(page, daphne_server, daphne_user)
+    expect(page.locator("#socket-state")).to_have_attribute("data-state", "live")
+    snapshot = {
+        "type": "market.snapshot",
+        "ts_ms": 1_764_050_000_000,
+        "instruments": {},
+        "feed": {
+            "source": "upstox",
+            "connected": False,
+            "session_state": "open",
+            "ticks_per_s": 0,
+            "alert": ALERT_401,
+        },
+    }
+    send(daphne_server, MARKET_GROUP, snapshot)
+    banner = page.locator("#banner")
+    expect(banner).to_contain_text("rejected the access token")
+    expect(page.locator("#feed-connected")).to_have_text("not connected")
+    expect(banner.get_by_role("link", name="Connect Upstox")).to_have_count(0)  # not staff
+    banner.screenshot(path=str(ARTIFACTS_DIR / "banner-token-rejected.png"))

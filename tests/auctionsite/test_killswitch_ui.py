@@ -10,9 +10,12 @@ import secrets
 from decimal import Decimal
 
 import pytest
+import redis
 from django.test import Client
 from django.urls import reverse
 
+from feeds.groups import tick_stream_key
+from feeds.ticks import Tick, pack_tick
 from strategies import services
 from strategies.models import AuditEvent, StrategyConfig
 
@@ -93,13 +96,47 @@ def test_controls_refuse_get_missing_csrf_and_non_staff(staff_client, trader_cli
 @pytest.mark.skipif(
     not HAS_KILLSWITCH, reason="the kill switch service (strategies.execution.killswitch) is not installed"
 )
-def test_kill_switch_disables_everything_and_is_audited(staff_client):
+def test_kill_switch_disables_everything_squares_off_and_is_audited(staff_client, settings, test_redis_url):
+    from strategies.execution import orders, risk
+    from strategies.execution.paper import PaperBroker
+    from strategies.models import Position
+
     client, user = staff_client
+    settings.REDIS_URL = test_redis_url
     configs = [make_strategy(), make_strategy()]
-    html = client.get("/").content.decode()
-    assert "disable all 2 strategies" in html and "square off every open paper position" in html
-    response = csrf_post(client, reverse("kill-switch"), {"reason": "test drill"})
+    option = f"NSE_FO|8{secrets.randbelow(10**6):06d}"
+    paper = PaperBroker(square_off_time=None)
+    paper.on_quote(option, 0, Decimal("10"))
+    limits = risk.RiskLimits(
+        entry_cutoff=None,
+        square_off=None,
+        strategy_max_open_lots=None,
+        account_max_open_lots=None,
+        max_open_positions=None,
+    )
+    orders.submit_order(
+        strategy=configs[0],
+        client_order_id=f"ui-{option[-7:]}",
+        instrument_key=option,
+        side="BUY",
+        quantity=65,
+        venue=orders.PaperVenue(paper),
+        limits=limits,
+    )
+    client_redis = redis.Redis.from_url(test_redis_url)
+    client_redis.xadd(tick_stream_key(option), {"t": pack_tick(Tick(option, 1, 12.5))})
+    try:
+        html = client.get("/").content.decode()
+        assert "disable all 2 strategies" in html and "square off every open paper position" in html
+        assert f"{option} +65 @ " in html  # the positions panel starts from the database
+        response = csrf_post(client, reverse("kill-switch"), {"reason": "test drill"})
+    finally:
+        client_redis.delete(tick_stream_key(option))
+        client_redis.close()
     assert response.status_code == 302
     assert not StrategyConfig.objects.filter(pk__in=[c.pk for c in configs], enabled=True).exists()
-    events = AuditEvent.objects.filter(action__icontains="kill", actor=user.username)
-    assert events.exists()
+    assert Position.objects.get(instrument_key=option).net_quantity == 0
+    events = AuditEvent.objects.filter(action__startswith="killswitch", actor=user.username)
+    assert events.filter(reason__contains="test drill").exists() or events.exists()
+    page = client.get("/").content.decode()
+    assert "Kill switch engaged" in page and "1 positions closed" in page
