@@ -169,6 +169,15 @@ UPSTOX_INSTRUMENTS_URL = env.str(
 # --- Trading ----------------------------------------------------------------------------------
 # Paper trading unless this is set AND a staff user switches a strategy to live AND a token is valid.
 LIVE_TRADING = env.bool("LIVE_TRADING", default=False)
+# Paper option orders of the live strategy workers: strike offset in listed strikes (0 at the money,
+# +n in, -n out of the money), nearest expiry at least this many days away, slippage on the last
+# price when the option's book is unknown, the IV of modelled premiums (no option tick from the
+# feed), and the time any position still open is squared off (IST; a net behind the strategies').
+PAPER_STRIKE_OFFSET = env.int("PAPER_STRIKE_OFFSET", default=0)
+PAPER_MIN_DAYS_TO_EXPIRY = env.int("PAPER_MIN_DAYS_TO_EXPIRY", default=0)
+PAPER_SLIPPAGE = env.str("PAPER_SLIPPAGE", default="0.05")
+PAPER_OPTION_IV = env.float("PAPER_OPTION_IV", default=0.14)
+SQUARE_OFF_TIME = env.str("SQUARE_OFF_TIME", default="15:20")
 
 # --- Logging ----------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

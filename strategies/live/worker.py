@@ -41,6 +41,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from datetime import time as dt_time
 from decimal import Decimal
 from typing import Any
 
@@ -200,7 +201,14 @@ class StrategyWorker:
 
     @staticmethod
     def _options(config) -> OptionFillConfig:
-        return OptionFillConfig(lots=config.lots, master=option_master)
+        return OptionFillConfig(
+            lots=config.lots,
+            iv=float(getattr(settings, "PAPER_OPTION_IV", 0.14)),
+            strike_offset=int(getattr(settings, "PAPER_STRIKE_OFFSET", 0)),
+            min_days_to_expiry=int(getattr(settings, "PAPER_MIN_DAYS_TO_EXPIRY", 0)),
+            slippage=Decimal(str(getattr(settings, "PAPER_SLIPPAGE", "0.05"))),
+            master=option_master,
+        )
 
     def _new_live(self, config, prefix: str) -> LiveStrategy:
         return LiveStrategy(
@@ -210,6 +218,7 @@ class StrategyWorker:
             config.parameters,
             options=self._options(config),
             quotes=self._quote_source(prefix),
+            square_off=dt_time.fromisoformat(getattr(settings, "SQUARE_OFF_TIME", "15:20")),
             version=config.version,
         )
 

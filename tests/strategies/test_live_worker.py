@@ -321,3 +321,32 @@ def test_a_backlog_larger_than_one_read_is_paged_through(redis_client, prefix):
     assert result.ticks == len(ids[NIFTY]) > 4 * 5000
     assert StrategyCheckpoint.objects.get(strategy=config).last_stream_id == ids[NIFTY][-1]
     assert [s[3] for s in stored(config)["signals"]] == ["entry", "exit"]
+
+
+@pytest.mark.django_db
+def test_configured_strike_offset_and_square_off(redis_client, prefix, settings):
+    """PAPER_STRIKE_OFFSET=1 buys the CE one listed strike in the money (modelled: the feed does not
+    stream it); SQUARE_OFF_TIME before the strategy's exit sells it then."""
+    settings.PAPER_STRIKE_OFFSET = 1
+    settings.SQUARE_OFF_TIME = "12:00"
+    ticks, options = session_ticks()
+    ids = publish(redis_client, prefix, ticks)
+    make_config("itm")
+    worker = StrategyWorker(redis_client)
+    events = []
+    for ranges in claim_checks(prefix, ids[NIFTY]):
+        events += [e for _, e in worker.evaluate("itm", ranges, prefix=prefix).orders]
+    buy, sell = events
+    atm = LiveStrategy("atm", REGISTRY["ib_breakout"], [NIFTY])
+    (atm_buy, _) = [
+        e
+        for e in atm.on_ticks(
+            NIFTY, [(f"{i}-0", t) for i, t in enumerate(t for t in ticks if t.instrument_key == NIFTY)]
+        )
+        if isinstance(e, LiveOrder)
+    ]
+    assert buy.contract.option_type == "CE" and buy.contract.expiry == atm_buy.contract.expiry
+    assert buy.contract.strike == atm_buy.contract.strike - 50
+    assert buy.premium_source == "modelled"
+    assert sell.reason == "square-off time" and sell.client_order_id.startswith("Q")
+    assert sell.signal is None and sell.fill.ts_ms >= buy.fill.ts_ms
