@@ -305,11 +305,13 @@ def submit_order(
     lot_size: int | None = None,
     freeze_qty: int | None = None,
     detail: Mapping[str, Any] | None = None,
+    send: bool = True,
 ) -> SubmitResult:
     """Gate, store and send one order (see the module docstring). Returns the stored orders (one,
     or one per slice) as they stand after sending, and the risk decision (None when the order
     already existed). `lot_size` / `freeze_qty` name the contract's terms when the caller knows
-    them (else the instrument master's); `detail` (e.g. the premium source) joins the audit record."""
+    them (else the instrument master's); `detail` (e.g. the premium source) joins the audit record.
+    `send=False` stores the gated orders (NEW) without sending: `send_orders` sends them later."""
     now = now or timezone.now()
     actor = actor or strategy
     result = SubmitResult(venue=venue.name)
@@ -321,7 +323,7 @@ def submit_order(
             )
         )
         for order in siblings:
-            if order.state == OrderState.NEW:
+            if send and order.state == OrderState.NEW:
                 _send(order, venue, actor=actor, now=now, resume=True)
             order.refresh_from_db()
         result.orders = siblings
@@ -417,10 +419,66 @@ def submit_order(
             )
             for coid, qty in zip(ids, slices, strict=True)
         ]
-    for order in orders:
-        _send(order, venue, actor=actor, now=now)
-        order.refresh_from_db()
     result.orders = orders
+    if send:
+        send_orders(orders, venue, actor=actor, now=now)
+    return result
+
+
+def send_orders(
+    stored: list[Order], venue: Venue, *, actor: services.ActorLike = None, now: dt.datetime | None = None
+) -> list[Order]:
+    """Send orders stored NEW by `submit_order(send=False)` (each at most once: one that is no
+    longer NEW is left alone; see `_send`)."""
+    now = now or timezone.now()
+    for order in stored:
+        order.refresh_from_db()
+        if order.state == OrderState.NEW:
+            _send(order, venue, actor=actor or order.strategy, now=now)
+            order.refresh_from_db()
+    return stored
+
+
+_live_brokers: dict[str, UpstoxBroker] = {}
+
+
+def live_venue() -> UpstoxBroker:
+    """This process's live broker (one SDK client per token and URL, rebuilt when they change)."""
+    import hashlib
+
+    from feeds.upstox.tokens import order_token
+
+    token = order_token() or ""
+    key = hashlib.sha256(f"{settings.UPSTOX_API_URL}|{settings.UPSTOX_SANDBOX}|{token}".encode()).hexdigest()
+    broker = _live_brokers.get(key)
+    if broker is None:
+        from feeds.upstox.client import close_api_client
+
+        for old in _live_brokers.values():
+            close_api_client(old.api_client)
+        _live_brokers.clear()
+        broker = _live_brokers[key] = live_broker(access_token=token)
+    return broker
+
+
+def submit_strategy_order(*, strategy: StrategyConfig, paper: PaperBroker, **order: Any) -> SubmitResult:
+    """A strategy worker's order: to Upstox when the three keys are turned
+    (`trading.live_status`), else to the strategy's own paper broker, through the same gate.
+    A live order is stored now and sent when the caller's transaction commits (never a network
+    call inside it; if the process dies first, the reconciliation settles the NEW order)."""
+    status = trading.live_status(strategy)
+    if not status.live:
+        result = submit_order(strategy=strategy, venue=PaperVenue(paper), **order)
+        result.paper_reason = status.reason
+        return result
+    venue = live_venue()
+    # A real broker trades now: the risk clock is the wall clock (the deciding tick's exchange
+    # time is the same moment, give or take the feed's delay), and fills are dated when they happen.
+    order.pop("now", None)
+    result = submit_order(strategy=strategy, venue=venue, send=False, **order)
+    if result.decision is not None and result.decision.allowed:
+        pending = list(result.orders)
+        transaction.on_commit(lambda: send_orders(pending, venue, actor=strategy))
     return result
 
 

@@ -84,3 +84,45 @@ def test_within_limits_the_worker_trades_as_before(redis_client, prefix, setting
         "traded",
         "modelled",
     )
+
+
+@pytest.mark.django_db
+def test_a_live_strategy_sends_its_orders_to_upstox_after_commit(
+    redis_client, prefix, settings, fake, django_capture_on_commit_callbacks
+):
+    """All three keys turned (against the fake): the worker's orders are gated, stored inside its
+    transaction and sent to the broker when it commits; the bot and the broker then agree."""
+    from strategies.execution import reconcile
+    from strategies.execution.orders import live_venue
+    from strategies.models import StrategyConfig, TradingMode
+
+    from .conftest import TOKEN
+
+    settings.RISK_LIMITS = {"entry_cutoff": None, "square_off": None}
+    settings.LIVE_TRADING = True
+    settings.UPSTOX_ACCESS_TOKEN = TOKEN
+    ticks, options = session_ticks()
+    for key in options:
+        fake.set_price(key, 100.0)
+    ids = publish(redis_client, prefix, ticks)
+    config = make_config("gate-live")
+    StrategyConfig.objects.filter(pk=config.pk).update(mode=TradingMode.LIVE)
+    worker = StrategyWorker(redis_client)
+    for ranges in claim_checks(prefix, ids[NIFTY]):
+        with django_capture_on_commit_callbacks(execute=True):
+            worker.evaluate("gate-live", ranges, prefix=prefix)
+    assert risk_rules(config) == [("BUY", OrderState.FILLED, ""), ("SELL", OrderState.FILLED, "")]
+    assert sorted(o["tag"] for o in fake.orders.order_book()) == sorted(
+        Order.objects.filter(strategy=config).values_list("client_order_id", flat=True)
+    )
+    assert {o.broker for o in Order.objects.filter(strategy=config)} == {"upstox"}
+    try:
+        report = reconcile.reconcile(live_venue())
+        assert report.ok and not report.corrections, report.as_dict()
+    finally:
+        from feeds.upstox.client import close_api_client
+        from strategies.execution import orders
+
+        for broker in orders._live_brokers.values():
+            close_api_client(broker.api_client)
+        orders._live_brokers.clear()
