@@ -52,6 +52,9 @@ from feeds.upstox.fake.orders import FakeOrderBook, OrderError
 from feeds.upstox.fake.recording import FrameRecorder, read_frames
 
 log = logging.getLogger(__name__)
+# The WebSocket server logs every connection at INFO; a test run opens hundreds.
+_ws_log = logging.getLogger(__name__ + ".ws")
+_ws_log.setLevel(logging.WARNING)
 
 MARKET_FEED_PATH = "/v3/feed/market-data-feed"
 PORTFOLIO_FEED_PATH = "/v2/feed/portfolio-stream-feed"
@@ -241,6 +244,7 @@ class FakeUpstox:
             ping_interval=None,  # the real feed sends no pings either: silence stays silence
             max_size=None,
             compression=None,
+            logger=_ws_log,
         ) as server:
             self._ws_port = server.sockets[0].getsockname()[1]
             ready.set()
