@@ -139,7 +139,11 @@ class StrategyConfigAdmin(admin.ModelAdmin):
         )
 
     @admin.action(description="Switch selected strategies to LIVE trading")
-    def switch_to_live(self, request: HttpRequest, queryset: QuerySet[StrategyConfig]) -> None:
+    def switch_to_live(self, request: HttpRequest, queryset: QuerySet[StrategyConfig]) -> Any:
+        from strategies.execution.admin import confirm_live_switch
+
+        if (page := confirm_live_switch(request, queryset)) is not None:
+            return page  # the staff user must first confirm the account by its id
         self._each(
             request,
             queryset,

@@ -62,3 +62,70 @@ class TradingStateAdmin(admin.ModelAdmin):
                 row.scope, actor=request.user, reason=f"resumed in the admin by {request.user.get_username()}"
             )
         self.message_user(request, f"Resumed: {', '.join(r.scope for r in queryset)}.", messages.SUCCESS)
+
+
+# --- Switching a strategy to live: a confirmation that names the account -------------------------
+
+LIVE_CONFIRM_TEMPLATE = """{% extends "admin/base_site.html" %}
+{% block content %}
+<h1>Trade real money?</h1>
+<p>You are switching <strong>{{ slugs|join:", " }}</strong> to <strong>LIVE</strong> trading on
+Upstox account <strong>{{ account }}</strong>{% if sandbox %} (sandbox){% endif %}. Its orders will
+be real orders on that account.</p>
+{% if error %}<p class="errornote">{{ error }}</p>{% endif %}
+<form method="post">{% csrf_token %}
+  {% for pk in pks %}<input type="hidden" name="_selected_action" value="{{ pk }}">{% endfor %}
+  <input type="hidden" name="action" value="switch_to_live">
+  <p><label for="confirm_account">Type <code>{{ phrase }}</code> to confirm:</label>
+  <input id="confirm_account" name="confirm_account" autocomplete="off" autofocus></p>
+  <input type="submit" value="Switch to LIVE on {{ account }}">
+  <a href="">Cancel</a>
+</form>
+{% endblock %}
+"""
+
+
+def live_account() -> tuple[str, str]:
+    """(the Upstox account the orders would go to, the phrase that confirms it). Never the token."""
+    from django.conf import settings
+    from django.utils import timezone
+
+    from feeds.models import UpstoxToken
+
+    stored = (
+        UpstoxToken.objects.filter(kind=UpstoxToken.OAUTH, expires_at__gt=timezone.now())
+        .order_by("-issued_at")
+        .first()
+    )
+    if stored is not None and stored.user_id:
+        return stored.user_id, stored.user_id
+    if settings.UPSTOX_ACCESS_TOKEN:
+        return "of the token in UPSTOX_ACCESS_TOKEN (account id unknown)", "LIVE"
+    return "(none: no valid Upstox token)", "LIVE"
+
+
+def confirm_live_switch(request: HttpRequest, queryset: QuerySet) -> Any:
+    """The confirmation page for the admin's switch-to-live action, or None once the staff user
+    typed the account id (or LIVE when it is unknown). Without LIVE_TRADING no page: the service
+    refuses and says why."""
+    from django.conf import settings
+    from django.http import HttpResponse
+    from django.template import engines
+
+    if not settings.LIVE_TRADING:
+        return None
+    account, phrase = live_account()
+    typed = (request.POST.get("confirm_account") or "").strip()
+    if typed == phrase:
+        return None
+    context = {
+        "slugs": [c.slug for c in queryset],
+        "pks": [c.pk for c in queryset],
+        "account": account,
+        "phrase": phrase,
+        "sandbox": settings.UPSTOX_SANDBOX,
+        "error": "That is not the account id: nothing was switched." if typed else "",
+        "title": "Switch to live trading",
+    }
+    template = engines["django"].from_string(LIVE_CONFIRM_TEMPLATE)
+    return HttpResponse(template.render(context, request))

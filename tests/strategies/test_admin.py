@@ -194,10 +194,10 @@ def test_add_creates_a_paper_config_with_default_parameters(staff):
     assert AuditEvent.objects.filter(action="strategy.created", actor="boss").exists()
 
 
-def run_action(client, action: str, *configs: StrategyConfig):
+def run_action(client, action: str, *configs: StrategyConfig, **extra: str):
     return client.post(
         reverse("admin:strategies_strategyconfig_changelist"),
-        {"action": action, "_selected_action": [c.pk for c in configs]},
+        {"action": action, "_selected_action": [c.pk for c in configs], **extra},
         follow=True,
     )
 
@@ -218,7 +218,11 @@ def test_switch_to_live_action_is_refused_with_a_message_without_live_trading(st
 @pytest.mark.django_db
 def test_switch_to_live_and_back_with_live_trading(staff, config, settings):
     settings.LIVE_TRADING = True
-    run_action(staff, "switch_to_live", config)
+    # The confirmation page names the account; with no account id known the phrase is LIVE.
+    assert "Trade real money?" in run_action(staff, "switch_to_live", config).content.decode()
+    config.refresh_from_db()
+    assert config.mode == "paper"
+    run_action(staff, "switch_to_live", config, confirm_account="LIVE")
     config.refresh_from_db()
     assert config.mode == "live"
     run_action(staff, "switch_to_paper", config)

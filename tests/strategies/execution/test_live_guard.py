@@ -100,3 +100,41 @@ def test_each_missing_key_means_paper_with_a_visible_reason(fake, config, settin
         assert venue.order_book() == []
     finally:
         client.close_api_client(venue.api_client)
+
+
+@pytest.mark.django_db
+def test_switching_to_live_in_the_admin_needs_the_account_typed(client, django_user_model, config, settings):
+    from feeds.upstox.tokens import store_token
+    from strategies.models import AuditEvent
+
+    settings.LIVE_TRADING = True
+    store_token(access_token="secret-never-shown", user_id="AB1234")
+    staff = django_user_model.objects.create_superuser("desk", password="x")
+    client.force_login(staff)
+    url = "/admin/strategies/strategyconfig/"
+    ask = {"action": "switch_to_live", "_selected_action": [config.pk]}
+
+    page = client.post(url, ask)
+    text = page.content.decode()
+    assert page.status_code == 200 and "AB1234" in text and "exec-test" in text
+    assert "secret-never-shown" not in text
+    config.refresh_from_db()
+    assert config.mode == TradingMode.PAPER
+
+    wrong = client.post(url, ask | {"confirm_account": "XY9999"})
+    assert "not the account id" in wrong.content.decode()
+    config.refresh_from_db()
+    assert config.mode == TradingMode.PAPER
+
+    client.post(url, ask | {"confirm_account": "AB1234"})
+    config.refresh_from_db()
+    assert config.mode == TradingMode.LIVE
+    assert AuditEvent.objects.filter(action="strategy.mode_changed", actor="desk").exists()
+
+    # Without LIVE_TRADING the service refuses (and says why); no confirmation page is shown.
+    settings.LIVE_TRADING = False
+    StrategyConfig.objects.filter(pk=config.pk).update(mode=TradingMode.PAPER)
+    refused = client.post(url, ask, follow=True)
+    assert "LIVE_TRADING" in refused.content.decode()
+    config.refresh_from_db()
+    assert config.mode == TradingMode.PAPER
