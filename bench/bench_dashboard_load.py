@@ -164,6 +164,7 @@ async def feeder(seconds: float, wall0: float) -> None:
 class Page:
     def __init__(self) -> None:
         self.delivery: list[float] = []
+        self.delivery_at: list[float] = []  # seconds into the measured window
         self.auction_age: list[float] = []
         self.auction_seen: set[tuple[str, int]] = set()
         self.last_auction: dict[str, dict] = {}
@@ -200,6 +201,7 @@ async def run_page(
                 continue
             if kind in ("market.snapshot", "auction.state") and isinstance(message.get("ts_ms"), int):
                 page.delivery.append(now - message["ts_ms"])
+                page.delivery_at.append(now / 1000 - measure_from[0])
             if kind == "auction.state":
                 page.auction_seen.add((message["instrument_key"], message["ts_ms"]))
                 tick_ms = message["state"].get("now_ms")
@@ -367,6 +369,11 @@ def main(quick: bool) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
     delivery = [v for p in pages for v in p.delivery]
+    # p50 per 10 s of the window: a backlog growing over the run would show here.
+    windows: dict[int, list[float]] = {}
+    for p in pages:
+        for v, at in zip(p.delivery, p.delivery_at, strict=True):
+            windows.setdefault(int(at // 10), []).append(v)
     age = [v for p in pages for v in p.auction_age]
     union = set().union(*(p.auction_seen for p in pages))
     lost = sum(len(union - p.auction_seen) for p in pages)
@@ -387,6 +394,7 @@ def main(quick: bool) -> dict:
         "delivery_ms_p50": percentile(delivery, 0.5),
         "delivery_ms_p99": percentile(delivery, 0.99),
         "delivery_ms_max": percentile(delivery, 1.0),
+        "delivery_ms_p50_per_10s": [percentile(windows[k], 0.5) for k in sorted(windows)],
         "auction_age_ms_p50": percentile(age, 0.5),
         "auction_age_ms_p99": percentile(age, 0.99),
         "lost_auction_states": lost,

@@ -184,6 +184,44 @@ def test_signal_becomes_a_marker(daphne_server, daphne_user, page, stored_auctio
     send(daphne_server, STRATEGY_GROUP, update)
     expect(candles).to_have_attribute("data-markers", "1")
     assert "long" in candles.get_attribute("data-marker-texts")
+    expect(page.locator("#signals")).to_contain_text("IB breakout above IBH")
+    # The trade it led to (an option bought on paper) becomes a second marker, with its fill.
+    order = {
+        "client_order_id": "ib-test-1",
+        "instrument_key": "NSE_FO|43919",
+        "trading_symbol": "NIFTY 26000 CE 30 DEC 25",
+        "side": "BUY",
+        "quantity": 75,
+        "state": "filled",
+        "average_price": "120.50",
+        "charges": "21.40",
+        "premium_source": "traded",
+        "reason": "entry",
+        "ts": "2025-11-24T11:02:40+05:30",
+    }
+    position = {
+        "instrument_key": "NSE_FO|43919",
+        "quantity": 75,
+        "average_price": "120.50",
+        "last_price": "125.00",
+        "realised": "0.00",
+        "unrealised": "337.50",
+        "charges": "21.40",
+    }
+    pnl = {
+        "day": "2025-11-24",
+        "realised": "0.00",
+        "charges": "21.40",
+        "unrealised": "337.50",
+        "net": "316.10",
+    }
+    send(
+        daphne_server,
+        STRATEGY_GROUP,
+        {**update, "signals": [], "orders": [order], "positions": [position], "pnl": pnl},
+    )
+    expect(candles).to_have_attribute("data-markers", "2")
+    assert "BUY 75 NIFTY 26000 CE" in candles.get_attribute("data-marker-texts")
     candles.screenshot(path=str(ARTIFACTS_DIR / "auction-marker.png"))
 
 
