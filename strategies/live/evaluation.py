@@ -160,6 +160,7 @@ class InstrumentRun:
     last_ts_ms: int = 0
     last_stream_id: str = ""
     option: _OpenOption | None = None
+    virtual_entry: bool = False  # entered while not trading (see LiveStrategy.trading)
 
 
 class LiveStrategy:
@@ -191,6 +192,11 @@ class LiveStrategy:
         self.runs = {key: InstrumentRun(key, strategy_cls(key, self.params)) for key in instruments}
         self._masters: dict[tuple[date, str], list[dict]] = {}
         self._retune_due: set[str] = set()  # instruments waiting for their position to close
+        # Instruments whose state the worker has rebuilt to the stored checkpoint (worker's use).
+        self.positioned: set[str] = set()
+        # False while the worker replays ticks from before the strategy started trading (enabled
+        # mid-session): the strategy learns the day, but nothing it decides then is traded.
+        self.trading = True
 
     # --- feeding ---------------------------------------------------------------------------------
     def warm_up(self, instrument_key: str, sessions: Iterable[list[Candle]]) -> None:
@@ -300,6 +306,15 @@ class LiveStrategy:
     # --- signals to orders -----------------------------------------------------------------------
     def _handle(self, run: InstrumentRun, signals: list[Signal], sid: str, out: list) -> None:
         for signal in signals:
+            if not self.trading:
+                # Learning the session before trading from it: an entry here is not traded, and
+                # the exit that closes it later must not be either.
+                run.virtual_entry = signal.kind == ENTRY
+                continue
+            if run.virtual_entry:
+                run.virtual_entry = False
+                if signal.kind == EXIT:
+                    continue
             live = LiveSignal(signal, sid)
             out.append(live)
             if signal.kind == ENTRY and run.option is None:

@@ -10,9 +10,12 @@ per process, holding `{slug: LiveStrategy}` in memory. For each `strategies.task
 2. On the first task after a start (or a rebuild) it reconstructs the in-memory state: the prior
    sessions' 1-minute candles from the history store warm the engine; then today's ticks are
    replayed silently up to the stored checkpoint (`StrategyCheckpoint`) — from the Redis stream,
-   and from the history store for the part of the session the stream no longer holds. A strategy
-   with no checkpoint yet (just enabled) replays up to the start of the task's range, so it knows
-   the session so far but trades only from now on.
+   and from the history store for the part of the session the stream no longer holds. What the
+   replay decides is already stored and is discarded; open option positions come back as they were.
+   A strategy that starts trading mid-session (just enabled, switched off and on again, or a new
+   instrument) learns the session so far up to the start of its first range without trading it —
+   an entry it would have made then is not traded, nor is that entry's exit — and the audit log
+   records where it started (`strategy.trading_from`), so a later rebuild draws the same line.
 3. It reads each named stream from its last processed id (exclusive) up to the end of the task's
    range (`XRANGE`), so a lost or expired task only delays ticks, never skips them, and a
    redelivered task (ids at or below the checkpoint) reads nothing: a no-op.
@@ -61,6 +64,8 @@ XRANGE_CHUNK = 5_000
 PRIOR_DAYS = 45  # calendar days of stored candles read to warm the engine (~30 sessions)
 PUSH_IDLE_EVERY_S = 1.0
 MONEY = Decimal("0.01")
+# Audit action marking where a strategy started trading on a stream (enabled mid-session).
+TRADING_FROM = "strategy.trading_from"
 MAX_SEQ = 18446744073709551615  # the largest sequence part of a stream id
 # Option entries looked through (newest first) for the last one before the deciding tick: a
 # flat-out replay writes minutes of ticks in one millisecond.
@@ -268,6 +273,8 @@ class StrategyWorker:
             if not wanted:
                 continue
             last_wanted = str(wanted[1])
+            if key not in live.positioned:
+                self._position(live, config, key, ranges, prefix)
             run = live.runs[key]
             if run.last_stream_id and stream_position(last_wanted) <= stream_position(run.last_stream_id):
                 continue  # a redelivered or repeated range: already evaluated and stored
@@ -296,51 +303,85 @@ class StrategyWorker:
 
     # --- rebuilding ----------------------------------------------------------------------------
     def _rebuild(self, config, ranges: dict[str, Any], prefix: str) -> LiveStrategy:
-        from strategies.selectors import checkpoint_for
-
         live = self._new_live(config, prefix)
         for key in config.instruments:
-            stream_key = prefix + tick_stream_key(key)
-            checkpoint = checkpoint_for(config, stream_key)
-            if checkpoint is None:
-                wanted = ranges.get(stream_key)
-                if not wanted:
-                    continue
-                # Just enabled: learn the session so far, trade from this range on.
-                first = stream_position(str(wanted[0]))
-                replay_to = f"{first[0]}-{first[1] - 1}" if first[1] else f"{first[0] - 1}-{MAX_SEQ}"
-            else:
-                replay_to = checkpoint
-            latest = self.redis.xrevrange(stream_key, max=replay_to, min="-", count=1)
-            if not latest:
-                if checkpoint is not None:
-                    live.runs[key].last_stream_id = checkpoint
-                continue
-            day = session_date_of(_tick_of(latest[0][1]).ts_ms)
-            live.warm_up(key, self._prior_sessions(key, day))
-            replayed = 0
-            first_ms = None
-            for chunk in self._xrange(stream_key, None, replay_to):
-                today = [(sid, t) for sid, t in chunk if session_date_of(t.ts_ms) == day]
-                if not today:
-                    continue
-                if first_ms is None:
-                    first_ms = today[0][1].ts_ms
-                    stored = self._stored_ticks_before(key, day, first_ms)
-                    if stored:
-                        live.on_ticks(key, stored)
-                live.on_ticks(key, today)  # what it decided is already stored: discard
-                replayed += len(today)
-            live.runs[key].last_stream_id = _text(latest[0][0])
-            log.info(
-                "strategy %s rebuilt on %s: %d ticks of %s replayed up to %s",
-                config.slug,
-                key,
-                replayed,
-                day.isoformat(),
-                replay_to,
-            )
+            self._position(live, config, key, ranges, prefix)
         return live
+
+    def _position(self, live: LiveStrategy, config, key: str, ranges: dict[str, Any], prefix: str) -> None:
+        """Bring one instrument's state to where the database says it is (see the module doc).
+        Left unpositioned (till a task names its stream) when it has neither checkpoint nor range."""
+        from strategies.models import AuditEvent, StrategyCheckpoint
+        from strategies.services import record_audit
+
+        stream_key = prefix + tick_stream_key(key)
+        row = StrategyCheckpoint.objects.filter(strategy=config, stream_key=stream_key).first()
+        audit = AuditEvent.objects.filter(object_type="strategyconfig", object_id=str(config.pk))
+        # Switched off and on again since its last evaluation: the ticks in between were never its.
+        restarted = (
+            row is not None and audit.filter(action="strategy.enabled", ts__gt=row.updated_at).exists()
+        )
+        if row is None or restarted:
+            wanted = ranges.get(stream_key)
+            if not wanted:
+                return
+            # Starts trading now: learn the session so far, trade from this range on.
+            trading_from = str(wanted[0])
+            record_audit(
+                actor=config,
+                action=TRADING_FROM,
+                obj=config,
+                detail={"stream_key": stream_key, "stream_id": trading_from},
+            )
+            first = stream_position(trading_from)
+            replay_to = f"{first[0]}-{first[1] - 1}" if first[1] else f"{first[0] - 1}-{MAX_SEQ}"
+            checkpoint = None
+        else:
+            checkpoint = replay_to = row.last_stream_id
+            started = (
+                audit.filter(action=TRADING_FROM).order_by("-ts", "-id").values_list("detail", flat=True)
+            )
+            trading_from = next((d["stream_id"] for d in started if d.get("stream_key") == stream_key), None)
+        live.positioned.add(key)
+        latest = self.redis.xrevrange(stream_key, max=replay_to, min="-", count=1)
+        if not latest:
+            if checkpoint is not None:
+                live.runs[key].last_stream_id = checkpoint
+            return
+        day = session_date_of(_tick_of(latest[0][1]).ts_ms)
+        live.warm_up(key, self._prior_sessions(key, day))
+        replayed = 0
+        first_ms = None
+        for chunk in self._xrange(stream_key, None, replay_to):
+            today = [(sid, t) for sid, t in chunk if session_date_of(t.ts_ms) == day]
+            if not today:
+                continue
+            if first_ms is None:
+                first_ms = today[0][1].ts_ms
+                stored = self._stored_ticks_before(key, day, first_ms)
+                if stored:
+                    live.trading = trading_from is None
+                    live.on_ticks(key, stored)
+                    live.trading = True
+            if trading_from is None:
+                live.on_ticks(key, today)  # what it decided is already stored: discard
+            else:
+                start_at = stream_position(trading_from)
+                before = [e for e in today if stream_position(e[0]) < start_at]
+                live.trading = False
+                live.on_ticks(key, before)
+                live.trading = True
+                live.on_ticks(key, today[len(before) :])
+            replayed += len(today)
+        live.runs[key].last_stream_id = _text(latest[0][0])
+        log.info(
+            "strategy %s rebuilt on %s: %d ticks of %s replayed up to %s",
+            config.slug,
+            key,
+            replayed,
+            day.isoformat(),
+            replay_to,
+        )
 
     def _prior_sessions(self, instrument_key: str, day: date) -> list[list[Candle]]:
         """Stored 1-minute candles of the sessions before `day`, grouped by session, oldest first."""

@@ -350,3 +350,75 @@ def test_configured_strike_offset_and_square_off(redis_client, prefix, settings)
     assert buy.premium_source == "modelled"
     assert sell.reason == "square-off time" and sell.client_order_id.startswith("Q")
     assert sell.signal is None and sell.fill.ts_ms >= buy.fill.ts_ms
+
+
+BANK = "NSE_INDEX|Nifty Bank"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("restart", [False, True])
+def test_an_instrument_joining_mid_session_learns_the_day_but_trades_only_from_then(
+    redis_client, prefix, restart
+):
+    """Nifty Bank's first claim check arrives at 12:00; ib_breakout entered Bank at 11:30 (learned
+    silently, never traded) and its 12:25 exit must not be traded either — also after a restart."""
+    bank = tuple(SimSession(DAY, [BANK]).ticks())
+    nifty = tuple(t for t in session_ticks()[0] if t.instrument_key == NIFTY)
+    ids = publish(redis_client, prefix, sorted(nifty + bank, key=lambda t: t.ts_ms))
+    config = services.create_strategy_config(
+        slug="joins",
+        strategy_class="ib_breakout",
+        instruments=[NIFTY, BANK],
+        capital=Decimal("500000"),
+        max_daily_loss=Decimal("5000"),
+        enabled=True,
+        actor="test",
+    )
+    noon = next(i for i, t in enumerate(bank) if t.time.hour >= 12)
+    worker = StrategyWorker(redis_client)
+    for start in range(0, len(ids[NIFTY]), TASK_TICKS):
+        ranges = {
+            prefix + tick_stream_key(NIFTY): [
+                ids[NIFTY][start],
+                ids[NIFTY][min(start + TASK_TICKS, len(ids[NIFTY])) - 1],
+            ]
+        }
+        if start >= noon:
+            end = min(start + TASK_TICKS, len(ids[BANK])) - 1
+            ranges[prefix + tick_stream_key(BANK)] = [ids[BANK][start], ids[BANK][end]]
+        if restart and start == noon + 2 * TASK_TICKS:
+            worker = StrategyWorker(redis_client)
+        worker.evaluate("joins", ranges, prefix=prefix)
+    signals = Signal.objects.filter(strategy=config)
+    assert not signals.filter(instrument_key=BANK).exists()
+    assert [s.kind for s in signals.filter(instrument_key=NIFTY).order_by("ts")] == ["entry", "exit"]
+    assert Order.objects.filter(strategy=config).count() == 2
+    assert not Position.objects.filter(strategy=config).exclude(net_quantity=0).exists()
+    assert (
+        StrategyCheckpoint.objects.get(
+            strategy=config, stream_key=prefix + tick_stream_key(BANK)
+        ).last_stream_id
+        == ids[BANK][-1]
+    )
+
+
+@pytest.mark.django_db
+def test_switched_off_and_on_again_it_does_not_trade_the_ticks_it_was_off_for(redis_client, prefix):
+    ticks, _ = session_ticks()
+    ids = publish(redis_client, prefix, ticks)
+    config = make_config("offon")
+    nifty = [t for t in ticks if t.instrument_key == NIFTY]
+    checks = list(claim_checks(prefix, ids[NIFTY]))
+    at = [next(i for i, t in enumerate(nifty) if t.time.hour >= h) // TASK_TICKS for h in (10, 12)]
+    worker = StrategyWorker(redis_client)
+    for ranges in checks[: at[0]]:
+        worker.evaluate("offon", ranges, prefix=prefix)
+    services.set_strategy_enabled(config, False, actor="test")
+    for ranges in checks[at[0] : at[1]]:  # 10:00-12:00: off (the 11:10 entry happens then)
+        assert worker.evaluate("offon", ranges, prefix=prefix).skipped == "disabled"
+    services.set_strategy_enabled(config, True, actor="test")
+    for ranges in checks[at[1] :]:
+        worker.evaluate("offon", ranges, prefix=prefix)
+    assert not Signal.objects.filter(strategy=config).exists()  # nor the 12:23 exit of that entry
+    assert not Order.objects.filter(strategy=config).exists()
+    assert StrategyCheckpoint.objects.get(strategy=config).last_stream_id == ids[NIFTY][-1]
