@@ -64,8 +64,21 @@ def assert_agree(fake, upstox, *, strategy=None):
     assert report.ok and not report.corrections, report.as_dict()
 
 
-def test_happy_path_entry_fill_position_exit(fake, upstox, config):
-    entry = submit(config, upstox, "E-happy", now=MORNING)
+def test_happy_path_signal_entry_fill_position_exit(fake, upstox, config):
+    from strategies import services
+
+    signal, _ = services.record_signal(
+        config,
+        instrument_key="NSE_INDEX|Nifty 50",
+        ts=MORNING,
+        side="long",
+        kind="entry",
+        reason="IB breakout up",
+        stream_id="1-0",
+        price=26000,
+    )
+    entry = submit(config, upstox, "E-happy", now=MORNING, signal=signal)
+    assert entry.orders[0].signal == signal
     (order,) = entry.orders
     assert entry.decision.allowed and order.state == OrderState.FILLED and order.broker_order_id
     assert order.average_price == Decimal("100") and order.fills.get().charges > 0
