@@ -11,6 +11,10 @@ def refresh_instruments(source: str | None = None) -> dict:
     from django.conf import settings
 
     from feeds.upstox.instruments import load_instruments
+    from feeds.upstox.tokens import token_status
 
+    if source is None and settings.FEED_SOURCE != "upstox" and not token_status()["valid"]:
+        # Upstox is not in use (the default demo): do not fetch from the broker's hosts at all.
+        return {"loaded": 0, "skipped": 0, "not_in_use": True}
     result = load_instruments(source or settings.UPSTOX_INSTRUMENTS_URL)
     return {"loaded": result.loaded, "skipped": result.skipped}

@@ -13,6 +13,7 @@ prefork). Never log or put the access token in an error.
 
 from __future__ import annotations
 
+import logging
 import threading
 import types
 
@@ -25,6 +26,20 @@ REAL_WS_PREFIX = "wss://api.upstox.com"
 API_VERSION = "2.0"
 
 _patch_lock = threading.Lock()
+
+
+class _NoTokenBodies(logging.Filter):
+    """The SDK logs every response body at DEBUG; the login response carries the access token."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(
+            b"access_token" in a for a in record.args or () if isinstance(a, bytes | bytearray)
+        ) and ("access_token" not in record.getMessage())
+
+
+_rest_logger = logging.getLogger("upstox_client.rest")
+if not any(isinstance(f, _NoTokenBodies) for f in _rest_logger.filters):
+    _rest_logger.addFilter(_NoTokenBodies())
 
 
 def rewrite_ws_url(url: str, ws_base: str) -> str:
@@ -57,11 +72,11 @@ def install_ws_url_rewrite(ws_base: str | None = None) -> None:
     """
     ws_base = (ws_base if ws_base is not None else settings.UPSTOX_WS_URL).rstrip("/")
     with _patch_lock:
+        if getattr(market_data_feeder_v3.websocket, "UPSTOX_WS_BASE", REAL_WS_PREFIX) == ws_base:
+            return
         module = _websocket if ws_base == REAL_WS_PREFIX else _websocket_module_for(ws_base)
         for feeder_module in (market_data_feeder_v3, portfolio_data_feeder):
-            current = feeder_module.websocket
-            if getattr(current, "UPSTOX_WS_BASE", REAL_WS_PREFIX) != ws_base or current is not module:
-                feeder_module.websocket = module
+            feeder_module.websocket = module
 
 
 def configuration(access_token: str = "") -> upstox_client.Configuration:

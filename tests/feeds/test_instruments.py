@@ -57,6 +57,10 @@ def test_loadinstruments_from_the_fake_url_and_the_beat_task(settings):
         count = Instrument.objects.count()
         assert count > 100
         Instrument.objects.all().delete()
+        settings.FEED_SOURCE = "sim"
+        assert refresh_instruments.apply().get()["not_in_use"]  # no token, not the feed: no download
+        assert fake.rest_requests.count(("GET", "/market-quote/instruments/exchange/NSE.json.gz")) == 1
+        settings.FEED_SOURCE = "upstox"
         assert refresh_instruments.apply().get() == {"loaded": count, "skipped": 0}  # default: the setting
     point_settings_at(settings, None)
 

@@ -105,6 +105,8 @@ def staff(django_user_model):
 @pytest.mark.django_db
 def test_connect_upstox_runs_the_oauth_code_flow_against_the_fake(settings, staff, caplog):
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="upstox_client")  # even the SDK's response-body log
+    caplog.set_level(logging.DEBUG, logger="urllib3")
     with FakeUpstox(accepted_tokens=set()) as fake:
         point_settings_at(settings, fake)
         settings.UPSTOX_API_KEY = "fake-client-id"
@@ -159,3 +161,13 @@ def test_next_expiry_is_always_within_a_day():
         moment = start + timedelta(hours=hours, minutes=17)
         expiry = tokens.next_expiry(moment)
         assert timedelta(0) < expiry - moment <= timedelta(days=1)
+
+
+def test_the_sdk_response_body_log_never_carries_a_token(caplog):
+    import feeds.upstox.client  # noqa: F401 - installs the filter
+
+    caplog.set_level(logging.DEBUG, logger="upstox_client.rest")
+    rest_log = logging.getLogger("upstox_client.rest")
+    rest_log.debug("response body: %s", b'{"access_token": "' + SECRET.encode() + b'"}')
+    rest_log.debug("response body: %s", b'{"status": "success"}')
+    assert SECRET not in caplog.text and "success" in caplog.text
