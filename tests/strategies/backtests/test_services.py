@@ -21,7 +21,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def no_queue(settings):
+def no_queue(settings, private_channel_layer):
+    """Runs here are executed in-process: no task is consumed, progress goes to private groups."""
     settings.BACKTESTS_QUEUE = "test.backtests.never-consumed"
 
 

@@ -53,7 +53,7 @@ GOOD = {
 
 
 @pytest.fixture
-def queue(settings):
+def queue(settings, private_channel_layer):
     """A private backtests queue on the real Redis broker; its messages are counted, then dropped."""
     name = f"test.backtests.{secrets.token_hex(4)}"
     settings.BACKTESTS_QUEUE = name
