@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 FULL = "full"
 ALERT_401 = "Upstox rejected the access token (401): reconnect via Connect Upstox"
 ALERT_NO_TOKEN = "No valid Upstox token: connect via Connect Upstox"
+ALERT_AFTER_FAILURES = 3  # consecutive attempts without data before the status carries an alert
 # Which expiry each index's options come from (Nifty Bank has had monthly options only since Nov 2024).
 EXPIRY_KIND = {"NSE_INDEX|Nifty 50": contracts.WEEKLY, "NSE_INDEX|Nifty Bank": contracts.MONTHLY}
 
@@ -268,7 +269,11 @@ class UpstoxSource:
                 self.reconnects += 1
                 delay = backoff_delay(attempt, self.backoff_initial_s, self.backoff_max_s, self._rng)
                 log.warning("Upstox feed %s; reconnect %d in %.1fs", outcome, self.reconnects, delay)
-                sink.set_status(connected=False, reconnects=self.reconnects)
+                status: dict[str, object] = {"connected": False, "reconnects": self.reconnects}
+                if attempt >= ALERT_AFTER_FAILURES:
+                    # Never give up, and never silently: a feed that keeps failing is an alert.
+                    status["alert"] = f"Upstox feed down: {outcome}; reconnect attempt {attempt}"
+                sink.set_status(**status)
                 await asyncio.sleep(delay)
         finally:
             self._stop_streamer()

@@ -263,3 +263,21 @@ def test_from_settings_without_a_master_streams_the_watchlist(fake, settings):
     run_with(source, sink, scenario)
     assert [f["data"]["instrumentKeys"] for f in fake.client_frames] == [[NIFTY]]
     assert source.plan.ladders == {}
+
+
+def test_a_broker_that_stays_away_raises_an_alert_and_the_feed_keeps_trying(fake):
+    sink = RecordingSink()
+    source = make_source({"token": "good-token"}, backoff_max_s=0.1)
+
+    async def scenario():
+        await wait_until(lambda: sink.count > 0, what="data")
+        fake.refuse_handshakes = 503  # e.g. the broker's gateway is down
+        await asyncio.to_thread(fake.drop_connections)
+        await wait_until(lambda: "Upstox feed down" in str(sink.status.get("alert")), what="the alert")
+        assert source.reconnects >= 3 and sink.status["connected"] is False
+        fake.refuse_handshakes = None
+        before = sink.count
+        await wait_until(lambda: sink.count > before, what="ticks once the broker is back")
+        await wait_until(lambda: sink.status.get("alert") == "", what="the alert cleared")
+
+    run_with(source, sink, scenario)

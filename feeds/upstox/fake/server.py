@@ -8,7 +8,7 @@ portfolio stream (JSON order updates), historical and intraday candles, the inst
 positions and funds, with the `{"status":"error","errors":[...]}` envelope and 401/429 errors.
 
 Test hooks (thread-safe, call from any thread): `drop_connections`, `send_garbage`,
-`refuse_401`, `fail_next_rest`, `recording` (play a recorded session), `record_to`, `lose_next_order_responses`, `drop_portfolio_connections`, `pause_stream`, `set_session_status`, `set_price`; records `client_frames` (sub,
+`refuse_401`, `refuse_handshakes`, `fail_next_rest`, `recording` (play a recorded session), `record_to`, `lose_next_order_responses`, `drop_portfolio_connections`, `pause_stream`, `set_session_status`, `set_price`; records `client_frames` (sub,
 unsub, change_mode), `feed_connections`, `rest_requests` and `orders`. It never contacts the real
 broker and never pretends to be one outside 127.0.0.1 unless told to bind elsewhere.
 """
@@ -146,6 +146,7 @@ class FakeUpstox:
         self.market = SimulatedMarket(seed=seed, volatility=volatility)
         self.orders = FakeOrderBook(self.market.price, on_update=self._order_updated)
         self.refuse_401 = False
+        self.refuse_handshakes: int | None = None  # test hook: answer feed handshakes with this status
         # Play a recorded session (frames as recorded, at `speed`) instead of the simulated market.
         self.recording = Path(recording) if recording else None
         self.speed = speed
@@ -346,6 +347,11 @@ class FakeUpstox:
     # --- WebSocket side ----------------------------------------------------------------------
     def _process_request(self, connection, request):
         path, _, query = request.path.partition("?")
+        if self.refuse_handshakes is not None:
+            self.refused_handshakes += 1
+            return _json_response(
+                self.refuse_handshakes, "Refused", error_body("UDAPI100500", "Service unavailable")
+            )
         for base in (MARKET_FEED_PATH, PORTFOLIO_FEED_PATH):
             if path == base:
                 if not self.token_ok(request.headers.get("Authorization")):
