@@ -159,6 +159,52 @@ class PaperVenue:
         return [BrokerPosition(k, q) for k, q in net.items()]
 
 
+class AccountRateLimiter:
+    """At most `rate` order requests per second for the whole account, across every process that
+    places orders (one counter per second in Redis). Upstox allows 10 a second per account; a
+    burst across a second's edge can still reach the broker's limit, which answers 429, which the
+    broker backs off from. Without Redis it falls back to the process's own bucket."""
+
+    def __init__(self, rate: float = 10, *, key: str = "upstox:order-rate", redis_url: str | None = None):
+        from strategies.execution.upstox import RateLimiter
+
+        self.rate = int(rate)
+        self.key = key
+        self.redis_url = redis_url or settings.REDIS_URL
+        self._client = None
+        self._local = RateLimiter(rate)
+        self.granted_second: int | None = None
+
+    def _redis(self):
+        if self._client is None:
+            import redis
+
+            self._client = redis.Redis.from_url(self.redis_url, socket_timeout=1, socket_connect_timeout=1)
+        return self._client
+
+    def acquire(self) -> float:
+        import time
+
+        waited = 0.0
+        while True:
+            now = time.time()
+            second = int(now)
+            try:
+                pipe = self._redis().pipeline()
+                pipe.incr(f"{self.key}:{second}")
+                pipe.expire(f"{self.key}:{second}", 5)
+                count = pipe.execute()[0]
+            except Exception as exc:  # no Redis: this process's own bucket still holds the rate
+                log.warning("order rate limiter: Redis unavailable (%s); local limit", exc.__class__.__name__)
+                return waited + self._local.acquire()
+            if count <= self.rate:
+                self.granted_second = second  # the second this request counts in
+                return waited
+            pause = second + 1 - now
+            time.sleep(pause)
+            waited += pause
+
+
 def live_broker(*, access_token: str | None = None, **kwargs: Any) -> UpstoxBroker:
     """The Upstox broker for live orders (UPSTOX_API_URL: the real broker, its sandbox when
     UPSTOX_SANDBOX, or the fake). Refused unless LIVE_TRADING is set and an OAuth token exists."""
@@ -171,6 +217,7 @@ def live_broker(*, access_token: str | None = None, **kwargs: Any) -> UpstoxBrok
     token = access_token or order_token()
     if not token:
         raise LiveBrokerRefused("no valid Upstox OAuth token for orders")
+    kwargs.setdefault("limiter", AccountRateLimiter())
     return UpstoxBroker(client.api_client(token), live_allowed=True, **kwargs)
 
 

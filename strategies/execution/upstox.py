@@ -277,6 +277,7 @@ class UpstoxBroker:
         product: str = PRODUCT_INTRADAY,
         sleep: Callable[[float], None] = time.sleep,
         live_allowed: bool = False,
+        limiter: Any = None,
     ):
         # The last guard: whoever builds a broker that reaches the real Upstox must say live
         # trading is allowed (strategies.execution.orders.live_broker passes LIVE_TRADING).
@@ -288,7 +289,9 @@ class UpstoxBroker:
         self.orders_api = upstox_client.OrderApiV3(api_client)
         self.book_api = upstox_client.OrderApi(api_client)
         self.portfolio_api = upstox_client.PortfolioApi(api_client)
-        self.limiter = RateLimiter(rate_per_s, sleep=sleep)
+        # Anything with acquire(): the process's own bucket by default; live workers share one
+        # account-wide limit through Redis (strategies.execution.orders.AccountRateLimiter).
+        self.limiter = limiter or RateLimiter(rate_per_s, sleep=sleep)
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s

@@ -141,3 +141,47 @@ def test_status_mapping_and_stream_updates():
         FILLED,
         Decimal("101.25"),
     )
+
+
+def test_modify_a_resting_order(fake, upstox):
+    placed = upstox.place(
+        client_order_id="M-1",
+        instrument_key=OPTION,
+        side="BUY",
+        quantity=65,
+        order_type="LIMIT",
+        price=Decimal("95"),
+    )
+    upstox.modify(placed.broker_order_id, quantity=130, price=Decimal("96"))
+    order = upstox.order(placed.broker_order_id)
+    assert (order.quantity, order.price, order.state, order.tag) == (130, Decimal("96.0"), OPEN, "M-1")
+    assert [r["action"] for r in fake.orders.requests] == ["place", "modify"]
+
+
+def test_the_account_rate_is_shared_by_every_process(test_redis_url):
+    """Two limiters (two worker processes) over one Redis: no second carries more than the rate."""
+    import secrets
+    import threading
+
+    from strategies.execution.orders import AccountRateLimiter
+
+    key = f"test-order-rate-{secrets.token_hex(4)}"
+    stamps: list[int] = []
+    lock = threading.Lock()
+
+    def worker(limiter):
+        for _ in range(12):
+            limiter.acquire()
+            with lock:
+                stamps.append(limiter.granted_second)
+
+    limiters = [AccountRateLimiter(10, key=key, redis_url=test_redis_url) for _ in range(2)]
+    threads = [threading.Thread(target=worker, args=(lim,)) for lim in limiters]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    per_second: dict[int, int] = {}
+    for stamp in stamps:
+        per_second[int(stamp)] = per_second.get(int(stamp), 0) + 1
+    assert len(stamps) == 24 and max(per_second.values()) <= 10, per_second
