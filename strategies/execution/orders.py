@@ -380,6 +380,13 @@ def submit_order(
         known_lot, known_freeze = instrument_terms(instrument_key)
         lot_size = lot_size or known_lot
         freeze_qty = freeze_qty or known_freeze
+    book = exposure(strategy, instrument_key, now=now)
+    asked = quantity
+    position = book.strategy_position
+    if reduce_only and venue.name != "paper" and position and (risk.signed(side, 1) > 0) != (position > 0):
+        # A live exit closes what the broker actually filled (an entry may have filled in part);
+        # the paper broker already executed the strategy's own quantity, so paper keeps it.
+        quantity = min(quantity, abs(position))
     intent = risk.OrderIntent(
         strategy=strategy.slug,
         instrument_key=instrument_key,
@@ -390,9 +397,7 @@ def submit_order(
         emergency=emergency,
         reduce_only=reduce_only,
     )
-    decision = risk.check(
-        intent, exposure(strategy, instrument_key, now=now), limits or risk_limits(strategy)
-    )
+    decision = risk.check(intent, book, limits or risk_limits(strategy))
     result.decision = decision
     for escalation in decision.escalations:
         scope = trading.ACCOUNT if escalation.scope == risk.ACCOUNT else trading.strategy_scope(strategy.slug)
@@ -413,6 +418,7 @@ def submit_order(
         "emergency": emergency,
         "lot_size": lot_size,
         "freeze_qty": freeze_qty,
+        **({"asked_quantity": asked} if asked != quantity else {}),
         **dict(detail or {}),
         **decision.as_dict(),
     }

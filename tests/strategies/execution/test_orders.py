@@ -336,3 +336,18 @@ def test_a_contract_lot_size_named_once_is_remembered_for_exposure(config):
     assert orders.instrument_terms(key) == (65, None)
     exposure = orders.exposure(config, key, now=MORNING)
     assert (exposure.strategy_position, exposure.strategy_open_lots, exposure.open_positions) == (130, 2, 1)
+
+
+def test_a_live_exit_closes_what_the_entry_actually_filled(fake, upstox, config):
+    (entry,) = submit(config, upstox, "E-half", qty=130, order_type="LIMIT", price=Decimal("99")).orders
+    fake.orders.fill(entry.broker_order_id, 65, 99.0)
+    orders.cancel_order(entry, upstox, actor="test")
+    result = submit(config, upstox, "X-half", side="SELL", qty=130, reduce_only=True)
+    (exit_order,) = result.orders
+    assert (exit_order.quantity, exit_order.state) == (65, OrderState.FILLED)
+    assert AuditEvent.objects.get(action="risk.allowed", object_id="X-half").detail["asked_quantity"] == 130
+    assert Position.objects.get(strategy=config, instrument_key=OPTION).net_quantity == 0
+    # With nothing left, another exit is refused rather than opening a short.
+    (again,) = submit(config, upstox, "X-again", side="SELL", qty=65, reduce_only=True).orders
+    assert again.state == OrderState.REJECTED and again.events.last().detail["risk"] == "reduce_only"
+    assert_agree(fake, upstox)
