@@ -248,6 +248,10 @@ class LiveStrategy:
             self._swap_strategy(run)
 
     def _start_session(self, run: InstrumentRun, day: date) -> None:
+        if self.day is not None and day > self.day and all(r.option is None for r in self.runs.values()):
+            # A new trading day with nothing open: positions and PnL start again from zero (a
+            # rebuilt worker, replaying only today, starts there too).
+            self.broker = PaperBroker(slippage=self.options.slippage, square_off_time=None)
         run.day = day
         params = run.engine.params if run.engine is not None else params_for(run.instrument_key)
         run.open_ms, run.close_ms = session_bounds_ms(day, params)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
+from decimal import Decimal
 
 import pytest
 
@@ -69,6 +70,15 @@ def test_live_decides_as_the_backtest_does_on_the_same_candles(ticks, slug):
         assert re.fullmatch(r"[EXQ][0-9a-f]{19}", order.client_order_id)
     for entry, order in zip(entries_, orders[::2], strict=True):
         assert order.side == "buy" and order.contract.option_type == ("CE" if entry.side == "long" else "PE")
+    # Positions and PnL are the last day's (the book starts again each day), all flat, in Decimal.
+    last_day = session_date_of(ticks[-1].ts_ms)
+    positions = live.positions()
+    assert all(p["quantity"] == 0 for p in positions)
+    today = [o for o in orders if session_date_of(o.ts_ms) == last_day]
+    assert {p["instrument_key"] for p in positions} == {o.instrument_key for o in today}
+    pnl = live.pnl(last_day)
+    assert Decimal(pnl["realised"]) == sum((Decimal(p["realised"]) for p in positions), Decimal(0))
+    assert Decimal(pnl["net"]) == Decimal(pnl["realised"]) - Decimal(pnl["charges"])
 
 
 def test_candle_builder_completes_a_minute_on_the_next_minutes_first_tick():
