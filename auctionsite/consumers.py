@@ -8,7 +8,9 @@ unauthenticated connection.
 
 from __future__ import annotations
 
+import json
 import logging
+from collections import OrderedDict
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
@@ -73,10 +75,29 @@ class MarketConsumer(AsyncJsonWebsocketConsumer):
                 await self.channel_layer.group_discard(group, self.channel_name)
 
     async def market_snapshot(self, event):
-        await self.send_json(event)
+        await self.send(text_data=encoded(event))
 
     async def auction_state(self, event):
-        await self.send_json(event)
+        await self.send(text_data=encoded(event))
 
     async def strategy_update(self, event):
         await self.send_json(event)
+
+
+# Every open page in this process receives the same group message, each decoded separately by
+# the layer: encode it to JSON once, not once per page. A message is named by its type, its
+# instrument and the feed's send time (`ts_ms`, stamped once per publish).
+_ENCODED: OrderedDict[tuple, str] = OrderedDict()
+_ENCODED_MAX = 64
+
+
+def encoded(event: dict) -> str:
+    key = (event.get("type"), event.get("instrument_key"), event.get("ts_ms"), event.get("full"))
+    if key[2] is None:
+        return json.dumps(event)
+    text = _ENCODED.get(key)
+    if text is None:
+        text = _ENCODED[key] = json.dumps(event)
+        while len(_ENCODED) > _ENCODED_MAX:
+            _ENCODED.popitem(last=False)
+    return text

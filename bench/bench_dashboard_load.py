@@ -209,6 +209,33 @@ async def run_page(
                     page.auction_age.append(now - (wall0[0] * 1000 + (tick_ms - open_ms)))
 
 
+def hot_path_ticks_per_s(n: int = 300_000) -> float:
+    """The publisher's per-tick work alone (engine + candle), on one session of index ticks."""
+    from auctionsite.auction_feed import InstrumentAuction
+    from feeds.ticks import IST
+    from strategies.engine import NIFTY50, AuctionEngine
+
+    day = datetime.now(IST).date()
+    open_ms = int(datetime.combine(day, dtime(9, 15), tzinfo=IST).timestamp() * 1000)
+    rng = random.Random(1)
+    price = 26_000.0
+    ticks = []
+    step = (375 * 60_000) // n
+    for i in range(n):
+        price = round((price + rng.gauss(0, 1.0)) * 20) / 20
+        ticks.append((open_ms + i * step, price))
+    auction = InstrumentAuction(NIFTY, "Nifty 50", NIFTY50)
+    auction.start_day(AuctionEngine(NIFTY50), day)
+    on_tick = auction.on_index_tick
+    t0 = time.perf_counter()
+    for ts, p in ticks:
+        on_tick(ts, p)
+    elapsed = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    auction.message()
+    return round(n / elapsed), round((time.perf_counter() - t0) * 1000, 2)
+
+
 def manage(env: dict, *args: str) -> str:
     return subprocess.run(
         [sys.executable, "manage.py", *args],
@@ -368,6 +395,7 @@ def main(quick: bool) -> dict:
         cleanup(redis_url)
         shutil.rmtree(tmp, ignore_errors=True)
 
+    hot_path, message_ms = hot_path_ticks_per_s(30_000 if quick else 300_000)
     delivery = [v for p in pages for v in p.delivery]
     # p50 per 10 s of the window: a backlog growing over the run would show here.
     windows: dict[int, list[float]] = {}
@@ -404,6 +432,8 @@ def main(quick: bool) -> dict:
         "cpu_percent_pages": result.get("cpu_percent_pages"),
         "load_average_1m": result.get("load_average_1m"),
         "ticks_streamed": result.get("ticks_streamed"),
+        "publisher_ticks_per_s": hot_path,
+        "publisher_message_build_ms": message_ms,
     }
 
 

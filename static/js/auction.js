@@ -381,22 +381,43 @@ export class CandleChart {
       },
     });
     this.markersPlugin = LC.createSeriesMarkers(this.series, []);
+    for (const type of ["wheel", "pointerdown"]) {
+      this.el.addEventListener(type, () => { this.userMoved = true; }, { passive: true });
+    }
     return true;
   }
 
   setCandles(candles, refit = false) {
     if (!this.ensure()) return;
-    if (refit) this.fitted = false;
+    if (refit) {
+      this.fitted = false;
+      this.userMoved = false;
+    }
     const data = candles.map(([t, o, h, l, c]) => ({ time: t / 1000 + IST_OFFSET_S, open: o, high: h, low: l, close: c }));
     this.series.setData(data);
-    if (!this.fitted && data.length) {
-      // After layout (autoSize measures the element first): the whole session in view.
+    if ((!this.fitted || !this.userMoved) && data.length) {
+      // The whole session in view (after layout: autoSize measures the element first), until
+      // the user scrolls or zooms the chart themselves.
       this.fitted = true;
       requestAnimationFrame(() => this.chart.timeScale().fitContent());
     }
     this.barTimes = new Set(data.map((d) => d.time));
     this.el.dataset.bars = String(data.length);
     this.applyMarkers();
+  }
+
+  // Colours come from CSS variables: re-read them when the light/dark scheme changes.
+  restyle() {
+    if (!this.chart) return;
+    this.chart.applyOptions({
+      layout: { textColor: cssVar("--muted") },
+      grid: { vertLines: { color: cssVar("--line") }, horzLines: { color: cssVar("--line") } },
+      rightPriceScale: { borderColor: cssVar("--line") },
+      timeScale: { borderColor: cssVar("--line") },
+    });
+    this.series.applyOptions({
+      upColor: cssVar("--up"), downColor: cssVar("--down"), wickUpColor: cssVar("--up"), wickDownColor: cssVar("--down"),
+    });
   }
 
   // The newest candles only (between full sends): the last bar is updated, new bars appended.
@@ -575,6 +596,8 @@ export class AuctionPanel {
 
   redraw() {
     this.profile.schedule();
+    this.candles.restyle();
+    if (this.live && this.viewing === "live") this.candles.setLevels(levelsOf(this.live.state));
   }
 }
 
@@ -587,7 +610,7 @@ export function signalMarker(signal) {
     position: entry === long ? "belowBar" : "aboveBar",
     color: long ? cssVar("--up") : cssVar("--down"),
     shape: entry ? (long ? "arrowUp" : "arrowDown") : "circle",
-    text: `${signal.slug || ""} ${entry ? "" : "exit "}${long ? "long" : "short"}`.trim(),
+    text: `${entry ? "" : "exit "}${long ? "long" : "short"}`,
   };
 }
 
@@ -599,6 +622,7 @@ export function tradeMarker(order, slug) {
     position: buy ? "belowBar" : "aboveBar",
     color: cssVar("--accent"),
     shape: "square",
-    text: `${slug} ${order.side} ${order.quantity} ${order.trading_symbol || ""} @ ${order.average_price ?? "—"}`.trim(),
+    // Short on the chart (the full contract is in the signals list and the positions panel).
+    text: `${order.side} ${order.quantity}${/\b(CE|PE)\b/.exec(order.trading_symbol || "")?.[0] ? ` ${/\b(CE|PE)\b/.exec(order.trading_symbol)[0]}` : ""} @ ${order.average_price ?? "—"}`,
   };
 }

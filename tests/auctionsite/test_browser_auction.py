@@ -141,6 +141,9 @@ def test_tpo_chart_matches_the_engine(daphne_server, daphne_user, page, stored_a
     )
     panel.screenshot(path=str(ARTIFACTS_DIR / "auction-panel.png"))
     page.screenshot(path=str(ARTIFACTS_DIR / "dashboard-auction.png"), full_page=True)
+    page.emulate_media(color_scheme="dark")
+    page.wait_for_timeout(300)
+    panel.screenshot(path=str(ARTIFACTS_DIR / "auction-panel-dark.png"))
 
 
 def test_signal_becomes_a_marker(daphne_server, daphne_user, page, stored_auction):
@@ -221,7 +224,7 @@ def test_signal_becomes_a_marker(daphne_server, daphne_user, page, stored_auctio
         {**update, "signals": [], "orders": [order], "positions": [position], "pnl": pnl},
     )
     expect(candles).to_have_attribute("data-markers", "2")
-    assert "BUY 75 NIFTY 26000 CE" in candles.get_attribute("data-marker-texts")
+    assert "BUY 75 CE @ 120.50" in candles.get_attribute("data-marker-texts")
     candles.screenshot(path=str(ARTIFACTS_DIR / "auction-marker.png"))
 
 
