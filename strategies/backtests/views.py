@@ -68,10 +68,22 @@ def _start_form(request: HttpRequest, sweep: bool) -> HttpResponse:
             return redirect("backtest-detail", run_id=run.pk)
         status = 400
     else:
-        form = form_cls(initial={"strategy": strategy_cls.slug})
+        form = form_cls(initial={"strategy": strategy_cls.slug, **_stored_range()})
         status = 200
     context = {"form": form, "sweep": sweep, "strategy_cls": strategy_cls}
     return render(request, "backtests/new.html", context, status=status)
+
+
+def _stored_range(days: int = 30) -> dict:
+    """The form's initial dates: the last `days` calendar days the history store has data for."""
+    import datetime as dt
+
+    from persistence.readers import session_days
+
+    stored = session_days()
+    if not stored:
+        return {}
+    return {"start": max(stored[0], stored[-1] - dt.timedelta(days=days)), "end": stored[-1]}
 
 
 @login_required

@@ -194,3 +194,8 @@ def test_a_sweep_without_values_or_with_a_bad_value_starts_nothing(client, trade
     response = client.post("/backtests/sweeps/new/", {**GOOD, "sweep__row_size": "5, -1"})
     assert response.status_code == 400 and "sweep__row_size" in response.context["form"].errors
     assert BacktestRun.objects.count() == 0 and BacktestSweep.objects.count() == 0 and queue() == 0
+
+
+def test_the_form_starts_on_the_stored_history(client, trader, history_dir):
+    form = client.get("/backtests/new/").context["form"]
+    assert (form.initial["start"], form.initial["end"]) == (date(2024, 3, 4), date(2024, 3, 11))
