@@ -171,3 +171,15 @@ def test_the_sdk_response_body_log_never_carries_a_token(caplog):
     rest_log.debug("response body: %s", b'{"access_token": "' + SECRET.encode() + b'"}')
     rest_log.debug("response body: %s", b'{"status": "success"}')
     assert SECRET not in caplog.text and "success" in caplog.text
+
+
+@pytest.mark.django_db
+def test_admin_shows_token_metadata_but_never_the_token(django_user_model):
+    admin_user = django_user_model.objects.create_superuser("root", password="pw-root-123")
+    web = Client()
+    web.force_login(admin_user)
+    token = tokens.store_token(access_token=SECRET, user_id="AB1234")
+    for url in ("/admin/feeds/upstoxtoken/", f"/admin/feeds/upstoxtoken/{token.pk}/change/"):
+        page = web.get(url)
+        assert page.status_code == 200 and b"AB1234" in page.content
+        assert SECRET.encode() not in page.content and token.encrypted_token.encode() not in page.content
