@@ -222,3 +222,77 @@ def test_two_workers_trade_the_session_and_a_killed_one_ends_as_if_never_killed(
         client.delete(*keys)
         client.hdel("strategies:last_claim", killed, steady)
         client.close()
+
+
+def test_runworkers_runs_a_worker_per_enabled_strategy_and_stops_them_on_sigterm(tmp_path, test_redis_url):
+    from feeds.groups import WORKER_HEARTBEATS_KEY
+
+    run_id = secrets.token_hex(4)
+    slug = f"rw-{run_id}"
+    db = tmp_path / "db.sqlite3"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DJANGO_", "DATABASE_", "REDIS_", "CELERY_", "PYTEST_"))
+    }
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "auctionsite.settings",
+            "DATABASE_URL": f"sqlite:///{db}",
+            "VAR_DIR": str(tmp_path),
+            "REDIS_URL": test_redis_url,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=BASE_DIR,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    create = (
+        "from decimal import Decimal; from strategies import services\n"
+        f"for slug, on in [({slug!r}, True), ({slug + '-off'!r}, False)]:\n"
+        "    services.create_strategy_config(slug=slug, strategy_class='ib_breakout', instruments=['NSE_INDEX|Nifty 50'],"
+        " capital=Decimal('1'), max_daily_loss=Decimal('1'), enabled=on, actor='e2e')\n"
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", create],
+        cwd=BASE_DIR,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    client = redis_lib.Redis.from_url(test_redis_url)
+    with open(tmp_path / "runworkers.log", "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "runworkers", "--reconcile-every", "1"],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        names = set()
+        while time.monotonic() < deadline:
+            names = {n.decode().split("@")[0] for n in client.hkeys(WORKER_HEARTBEATS_KEY)}
+            if f"worker-{slug}" in names:
+                break
+            time.sleep(0.3)
+        assert f"worker-{slug}" in names, (tmp_path / "runworkers.log").read_text()[-3000:]
+        assert f"worker-{slug}-off" not in names
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        names = {n.decode().split("@")[0] for n in client.hkeys(WORKER_HEARTBEATS_KEY)}
+        assert f"worker-{slug}" not in names  # a clean stop removes its heartbeat
+        assert "stopped (SIGTERM)" in (tmp_path / "runworkers.log").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        client.delete(f"strategy.{slug}")
+        client.close()
