@@ -262,7 +262,11 @@ def strategy_statuses() -> list[StrategyStatus]:
         if trading is not None:
             state = trading.effective_state(config.slug)
             state_name, reason = str(state.state), state.reason
-        beat = max((ms for name, ms in beats.items() if config.slug in name), default=None)
+        # Its worker is `worker-<slug>@<host>` (`manage.py up`).
+        beat = max(
+            (ms for name, ms in beats.items() if name.split("@", 1)[0] == f"worker-{config.slug}"),
+            default=None,
+        )
         out.append(
             StrategyStatus(
                 slug=config.slug,

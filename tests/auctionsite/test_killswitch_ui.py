@@ -140,3 +140,25 @@ def test_kill_switch_disables_everything_squares_off_and_is_audited(staff_client
     assert events.filter(reason__contains="test drill").exists() or events.exists()
     page = client.get("/").content.decode()
     assert "Kill switch engaged" in page and "1 positions closed" in page
+
+
+@pytest.mark.django_db
+def test_panel_shows_mode_state_and_the_workers_heartbeat(trader_client, settings, test_redis_url):
+    from feeds.groups import WORKER_HEARTBEATS_KEY
+
+    settings.REDIS_URL = test_redis_url
+    config = make_strategy(enabled=False)
+    other = make_strategy(slug=config.slug + "x")  # a longer slug's worker is not this one's
+    client_redis = redis.Redis.from_url(test_redis_url)
+    client_redis.hset(
+        WORKER_HEARTBEATS_KEY, mapping={f"worker-{config.slug}@host": 1234, f"worker-{other.slug}@host": 99}
+    )
+    try:
+        html = trader_client.get("/").content.decode()
+    finally:
+        client_redis.hdel(WORKER_HEARTBEATS_KEY, f"worker-{config.slug}@host", f"worker-{other.slug}@host")
+        client_redis.close()
+    row = html[html.index(f'data-strategy="{config.slug}"') :]
+    row = row[: row.index("</tr>")]
+    assert 'data-heartbeat-ms="1234"' in row
+    assert ">disabled<" in row and ">paper<" in row
