@@ -281,3 +281,18 @@ def test_fakeupstox_command_serves_until_signalled(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
+
+
+def test_option_contracts_and_chain_from_the_master(fake, api):
+    options = upstox_client.OptionsApi(api)
+    contracts_ = options.get_option_contracts(NIFTY).data
+    assert contracts_ and {c.instrument_type for c in contracts_} == {"CE", "PE"}
+    expiry = min(c.expiry for c in contracts_)  # the SDK parses it into a datetime
+    chain = options.get_put_call_option_chain(NIFTY, f"{expiry:%Y-%m-%d}").data
+    assert chain and all(row.call_options and row.put_options for row in chain)
+    strikes = [row.strike_price for row in chain]
+    assert strikes == sorted(strikes) and len(strikes) == len(
+        {c.strike_price for c in contracts_ if c.expiry == expiry}
+    )
+    call = chain[len(chain) // 2].call_options
+    assert call.market_data.ltp > 0 and call.market_data.ask_price > call.market_data.bid_price

@@ -4,7 +4,7 @@ another (a `websockets` asyncio server on its own thread), both on 127.0.0.1.
 What it speaks, in Upstox's shapes: feed authorize (REST) and the redirecting market feed V3
 (protobuf `FeedResponse`: market_info, initial_feed, live_feed; ltpc, full, option_greeks), the
 portfolio stream (JSON order updates), historical and intraday candles, the instrument master
-(gzipped JSON), the OAuth dialog and token exchange, place/modify/cancel order, order book,
+(gzipped JSON), option contracts and chain, the OAuth dialog and token exchange, place/modify/cancel order, order book,
 positions and funds, with the `{"status":"error","errors":[...]}` envelope and 401/429 errors.
 
 Test hooks (thread-safe, call from any thread): `drop_connections`, `send_garbage`,
@@ -727,6 +727,8 @@ def _rest_handler(fake: FakeUpstox) -> type[BaseHTTPRequestHandler]:
                         "data": {"authorized_redirect_uri": uri, "authorizedRedirectUri": uri},
                     },
                 )
+            if method == "GET" and path in ("/v2/option/contract", "/v2/option/chain"):
+                return self._options(path, query)
             if method == "POST" and path in ("/v3/order/place", "/v2/order/place"):
                 ids = fake.orders.place(body)
                 data = {"order_ids": ids} if path.startswith("/v3") else {"order_id": ids[0]}
@@ -769,6 +771,46 @@ def _rest_handler(fake: FakeUpstox) -> type[BaseHTTPRequestHandler]:
                 )
             rows = fake.candles(key, unit, interval, first, last)
             return self._send(200, {"status": "success", "data": {"candles": rows}})
+
+        def _options(self, path: str, query: dict):
+            """Option contracts of an underlying (optionally one expiry), or its priced chain."""
+            underlying = query.get("instrument_key", "")
+            expiry = query.get("expiry_date")
+            if not underlying or (path.endswith("chain") and not expiry):
+                return self._error(400, "UDAPI1087", "Invalid instrument_key or expiry_date")
+            contracts_ = []
+            for row in fake.master:
+                if row.get("underlying_key") != underlying or row.get("instrument_type") not in ("CE", "PE"):
+                    continue
+                row_expiry = datetime.fromtimestamp(row["expiry"] / 1000, IST).date().isoformat()
+                if expiry is None or row_expiry == expiry:
+                    contracts_.append({**row, "expiry": row_expiry})
+            if path.endswith("contract"):
+                return self._send(200, {"status": "success", "data": contracts_})
+            spot = fake.market.price(underlying)
+            strikes: dict[float, dict] = {}
+            for row in contracts_:
+                strike = strikes.setdefault(
+                    row["strike_price"],
+                    {
+                        "expiry": row["expiry"],
+                        "pcr": 1.0,
+                        "strike_price": row["strike_price"],
+                        "underlying_key": underlying,
+                        "underlying_spot_price": spot,
+                    },
+                )
+                ltp = fake.market.price(row["instrument_key"])
+                side = "call_options" if row["instrument_type"] == "CE" else "put_options"
+                strike[side] = {
+                    "instrument_key": row["instrument_key"],
+                    "market_data": {
+                        "ltp": ltp, "volume": 0, "oi": 0.0, "close_price": ltp, "bid_price": max(0.05, ltp - 0.05),
+                        "bid_qty": 750, "ask_price": ltp + 0.05, "ask_qty": 600, "prev_oi": 0.0,
+                    },
+                    "option_greeks": {"vega": 9.5, "theta": -12.0, "gamma": 0.0012, "delta": 0.5, "iv": 14.0, "pop": 50.0},
+                }  # fmt: skip
+            return self._send(200, {"status": "success", "data": [strikes[k] for k in sorted(strikes)]})
 
         def _dialog(self, query: dict):
             """The login page a person would see; the fake logs in at once and redirects back."""
