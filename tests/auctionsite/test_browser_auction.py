@@ -144,6 +144,10 @@ def test_tpo_chart_matches_the_engine(daphne_server, daphne_user, page, stored_a
     page.emulate_media(color_scheme="dark")
     page.wait_for_timeout(300)
     panel.screenshot(path=str(ARTIFACTS_DIR / "auction-panel-dark.png"))
+    page.emulate_media(color_scheme="light")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.wait_for_timeout(300)
+    panel.screenshot(path=str(ARTIFACTS_DIR / "auction-panel-mobile.png"))
 
 
 def test_signal_becomes_a_marker(daphne_server, daphne_user, page, stored_auction):
