@@ -31,7 +31,8 @@ export class StrategiesPanel {
       tr.querySelectorAll("[data-field]").forEach((n) => { fields[n.dataset.field] = n; });
       this.rows.set(tr.dataset.strategy, { tr, fields, instruments: (tr.dataset.instruments || "").split(",").filter(Boolean) });
       const beat = Number(tr.dataset.heartbeatMs);
-      if (beat) this.lastUpdate.set(tr.dataset.strategy, Date.now() - Math.max(0, Date.now() - beat));
+      // The worker's last heartbeat (server clock, ms since the epoch), until its first update.
+      if (beat) this.lastUpdate.set(tr.dataset.strategy, Math.min(beat, Date.now()));
     });
     this.setupKillSwitch();
     const initial = document.getElementById("initial-signals");
