@@ -198,6 +198,13 @@ class LiveStrategy:
         # mid-session): the strategy learns the day, but nothing it decides then is traded.
         self.trading = True
 
+    def set_options(self, options: OptionFillConfig) -> None:
+        """New lots/strike offset/slippage/IV from a configuration change: they apply to the next
+        order (an open position keeps its contract and quantity)."""
+        self.options = options
+        self.model = PremiumModel(options.iv, options.rate)
+        self.broker.slippage = Decimal(options.slippage)
+
     # --- feeding ---------------------------------------------------------------------------------
     def warm_up(self, instrument_key: str, sessions: Iterable[list[Candle]]) -> None:
         """Prior sessions' 1-minute candles (oldest first) through the engine only, so today's

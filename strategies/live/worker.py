@@ -19,10 +19,13 @@ per process, holding `{slug: LiveStrategy}` in memory. For each `strategies.task
 3. It reads each named stream from its last processed id (exclusive) up to the end of the task's
    range (`XRANGE`), so a lost or expired task only delays ticks, never skips them, and a
    redelivered task (ids at or below the checkpoint) reads nothing: a no-op.
-4. Signals, orders (created, submitted, filled through `services.order_transition` /
-   `record_fill`, which keep positions per strategy and day) and the new checkpoints are stored in
-   ONE transaction; if it fails the in-memory strategy is dropped (it is ahead of the database) and
-   rebuilt by the next task.
+4. Signals, orders and the new checkpoints are stored in ONE transaction; if it fails the
+   in-memory strategy is dropped (it is ahead of the database) and rebuilt by the next task. Orders
+   take the one order path, `strategies.execution.orders.submit_strategy_order`: risk gate, then
+   the strategy's own paper broker (which already filled it here) or Upstox when the strategy is
+   live, then the state machine (`services.order_transition` / `record_fill`, which keep positions
+   per strategy and day). Known gap: an order the risk gate refuses is REJECTED in the database
+   while this process's paper book still counts it (its pushed paper PnL includes it).
 5. After the commit (`transaction.on_commit`) one message goes to the Channels group
    `feeds.groups.STRATEGY_GROUP` (`strategy_update_message` documents its shape), when something
    happened or at most once a second otherwise: one `async_to_sync(group_send)` per task, never
@@ -176,7 +179,7 @@ class StrategyWorker:
             if self._same_shape(live, config):
                 try:
                     live.retune(config.parameters, config.version)
-                    live.options = self._options(config)
+                    live.set_options(self._options(config))
                     result.retuned = True
                 except ValueError as exc:
                     log.error("strategy %s: new parameters refused (%s); keeping the old ones", slug, exc)
