@@ -24,8 +24,10 @@ per process, holding `{slug: LiveStrategy}` in memory. For each `strategies.task
    take the one order path, `strategies.execution.orders.submit_strategy_order`: risk gate, then
    the strategy's own paper broker (which already filled it here) or Upstox when the strategy is
    live, then the state machine (`services.order_transition` / `record_fill`, which keep positions
-   per strategy and day). Known gap: an order the risk gate refuses is REJECTED in the database
-   while this process's paper book still counts it (its pushed paper PnL includes it).
+   per strategy and day). An order the risk gate refuses is REJECTED in the database while this
+   process's paper book still counts it (the exit of a refused entry is then refused as well, as
+   reduce-only); that is why the positions and PnL pushed to the dashboard are read from the
+   database (`book_figures`), the paper book only marking open quantities.
 5. After the commit (`transaction.on_commit`) one message goes to the Channels group
    `feeds.groups.STRATEGY_GROUP` (`strategy_update_message` documents its shape), when something
    happened or at most once a second otherwise: one `async_to_sync(group_send)` per task, never
@@ -59,6 +61,7 @@ from feeds.groups import STRATEGY_GROUP, tick_stream_key
 from feeds.ticks import IST, Tick, unpack_tick
 from strategies.backtest.runner import OptionFillConfig
 from strategies.base import Candle, session_date_of
+from strategies.execution.charges import BUY, SELL
 from strategies.live.evaluation import LiveOrder, LiveSignal, LiveStrategy
 
 log = logging.getLogger(__name__)
@@ -514,7 +517,7 @@ def strategy_update_message(config, live: LiveStrategy, result: Evaluation) -> d
      "orders": [new orders: {"client_order_id", "instrument_key", "trading_symbol", "side": BUY|SELL,
                 "quantity", "state", "average_price", "charges" (strings), "premium_source":
                 traded|modelled, "reason", "ts" (ISO)}],
-     "positions": [the day's option positions: {"instrument_key", "quantity" (signed), "average_price",
+     "positions": [the day's positions as stored: {"instrument_key", "quantity" (signed), "average_price",
                    "last_price", "realised", "unrealised", "charges"}],
      "pnl": {"day", "realised", "charges", "unrealised", "net"}}   money as strings of rupees, 2 places.
 
@@ -561,8 +564,45 @@ def strategy_update_message(config, live: LiveStrategy, result: Evaluation) -> d
             }
             for order, event in result.orders
         ],
-        "positions": live.positions(),
-        "pnl": live.pnl(day),
+        **book_figures(config, live, day),
+    }
+
+
+def book_figures(config, live: LiveStrategy, day: date) -> dict[str, Any]:
+    """The day's positions and PnL as the database holds them (what the orders that passed the risk
+    gate filled), open quantities marked at the paper book's latest price for the contract."""
+    from strategies.selectors import positions_for_day
+
+    positions, realised, charges, unrealised = [], Decimal(0), Decimal(0), Decimal(0)
+    for p in positions_for_day(day, config).order_by("instrument_key"):
+        quote = live.broker.quote(p.instrument_key)
+        marked = Decimal(0)
+        if p.net_quantity and quote is not None and p.average_price is not None:
+            mark = live.broker.fill_price(p.instrument_key, SELL if p.net_quantity > 0 else BUY)
+            marked = (mark - p.average_price) * p.net_quantity
+        positions.append(
+            {
+                "instrument_key": p.instrument_key,
+                "quantity": p.net_quantity,
+                "average_price": _money(p.average_price),
+                "last_price": str(quote.ltp) if quote is not None else None,
+                "realised": _money(p.realised_pnl),
+                "unrealised": _money(marked),
+                "charges": _money(p.charges),
+            }
+        )
+        realised += p.realised_pnl
+        charges += p.charges
+        unrealised += marked
+    return {
+        "positions": positions,
+        "pnl": {
+            "day": day.isoformat(),
+            "realised": _money(realised),
+            "charges": _money(charges),
+            "unrealised": _money(unrealised),
+            "net": _money(realised - charges + unrealised),
+        },
     }
 
 

@@ -422,3 +422,32 @@ def test_switched_off_and_on_again_it_does_not_trade_the_ticks_it_was_off_for(re
     assert not Signal.objects.filter(strategy=config).exists()  # nor the 12:23 exit of that entry
     assert not Order.objects.filter(strategy=config).exists()
     assert StrategyCheckpoint.objects.get(strategy=config).last_stream_id == ids[NIFTY][-1]
+
+
+@pytest.mark.django_db
+def test_the_dashboard_gets_the_stored_book_not_orders_the_risk_gate_refused(
+    redis_client, prefix, django_capture_on_commit_callbacks
+):
+    from strategies import trading
+
+    trading.set_state(
+        trading.ACCOUNT, trading.HALTED, actor="test", reason="drill", source=trading.SOURCE_USER
+    )
+    ticks, _ = session_ticks()
+    ids = publish(redis_client, prefix, ticks)
+    make_config("refused")
+    sent = []
+
+    class Layer:
+        async def group_send(self, group, message):
+            sent.append(message)
+
+    worker = StrategyWorker(redis_client, channel_layer=Layer())
+    with django_capture_on_commit_callbacks(execute=True):
+        for ranges in claim_checks(prefix, ids[NIFTY]):
+            worker.evaluate("refused", ranges, prefix=prefix)
+    orders = [o for m in sent for o in m["orders"]]
+    assert [o["state"] for o in orders] == ["rejected", "rejected"]
+    assert worker.live["refused"].broker.positions()  # the paper book filled them in memory ...
+    assert sent[-1]["positions"] == []  # ... the stored book, which the panel shows, has nothing
+    assert sent[-1]["pnl"]["net"] == "0.00"
