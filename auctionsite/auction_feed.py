@@ -6,8 +6,8 @@ watched instruments (O(instruments), nothing per tick on the feed's loop). A bac
 the same loop then, every `publish_s` (~0.5 s):
 
 1. reads those ranges back with one pipelined XRANGE per instrument (the claim-check pattern the
-   strategy dispatch uses; the first read of an instrument starts at the stream's beginning, so a
-   feed restarted mid-session rebuilds the day so far);
+   strategy dispatch uses; the first read of an instrument starts where the stream's part of the
+   current IST day begins, so a feed restarted mid-session rebuilds the day so far);
 2. feeds each index's ticks to its engine (`on_tick`), its 1-minute candles, and the near-month
    future's traded quantities to a futures volume profile (the index itself has no volume);
 3. sends one conflated `auction.state` message per instrument to the Channels group
@@ -47,7 +47,7 @@ from strategies.engine import (
     shift_to_spot,
     state_to_dict,
 )
-from strategies.engine.params import MINUTE_MS
+from strategies.engine.params import DAY_MS, IST_OFFSET_MS, MINUTE_MS
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ FULL_CANDLES_EVERY_S = 5.0
 CANDLES_TAIL = 2
 PRIOR_DAYS = 40  # calendar days of stored candles read to seed an engine (≥ 20 sessions of averages)
 AVERAGE_SESSIONS = 20
-XRANGE_COUNT = 50_000  # per read; a longer backlog is read over several publish steps
+XRANGE_COUNT = 20_000  # per read: bounds the loop's time per step; a backlog takes several steps
 
 
 def auction_state_key(instrument_key: str) -> str:
@@ -241,6 +241,14 @@ def auction_message(
     }
 
 
+def _wall_day_start(stream_id: str) -> str:
+    """The first stream id of the IST calendar day (by the time the feed added it) holding
+    `stream_id`: a publisher that starts mid-session rebuilds today from there, not from whatever
+    older days the stream still holds."""
+    ms = int(stream_id.split("-", 1)[0])
+    return str(ms - (ms + IST_OFFSET_MS) % DAY_MS)
+
+
 # --- the publisher --------------------------------------------------------------------------------
 
 
@@ -319,7 +327,12 @@ class AuctionPublisher:
         pipe = self.redis.pipeline(transaction=False)
         for key in keys:
             start = self._read_from.get(key)
-            pipe.xrange(self._stream(key), f"({start}" if start else "-", self._upto[key], count=XRANGE_COUNT)
+            pipe.xrange(
+                self._stream(key),
+                f"({start}" if start else _wall_day_start(self._upto[key]),
+                self._upto[key],
+                count=XRANGE_COUNT,
+            )
         replies = await pipe.execute()
         n = 0
         for key, entries in zip(keys, replies, strict=True):
@@ -353,7 +366,7 @@ class AuctionPublisher:
             day = session_date_of(t.ts_ms)
             if day != auction.day:
                 if auction.day is not None and day < auction.day:
-                    continue  # an older day's tick in a stream read from its beginning
+                    continue  # an older session's tick met while rebuilding the day
                 engine = await asyncio.to_thread(
                     seeded_engine, auction.instrument_key, day, self.history_root
                 )

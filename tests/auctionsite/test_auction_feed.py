@@ -10,6 +10,7 @@ import json
 import random
 import secrets
 import threading
+import time as time_module
 from datetime import date, datetime, time, timedelta
 
 import pytest
@@ -25,7 +26,7 @@ from auctionsite.auction_feed import (
 )
 from feeds.groups import tick_stream_key
 from feeds.pipeline import FeedPipeline
-from feeds.ticks import IST, Tick
+from feeds.ticks import IST, Tick, pack_tick
 from strategies.engine import NIFTY50, Ticks, compute_session, compute_sessions, state_to_dict
 
 NIFTY = "NSE_INDEX|Nifty 50"
@@ -212,3 +213,45 @@ def test_future_is_matched_to_its_index():
 def test_stream_keys_are_the_pipelines(redis_prefix):
     publisher = AuctionPublisher(redis=None, instruments={NIFTY: "Nifty 50"}, key_prefix=redis_prefix)
     assert publisher._stream(NIFTY) == redis_prefix + tick_stream_key(NIFTY)
+
+
+def test_a_publisher_started_mid_session_rebuilds_the_day_from_the_stream(settings, redis_prefix, tmp_path):
+    """Restarted feed: a new publisher's first read takes the day's ticks already in the stream
+    (not only the latest batch), and skips what the stream holds from before that day."""
+    ticks = session_ticks()
+    expected = compute_session(as_engine_ticks(ticks), NIFTY50)
+
+    async def scenario():
+        client = aioredis.Redis.from_url(settings.REDIS_URL)
+        stream = redis_prefix + tick_stream_key(NIFTY)
+        try:
+            # An entry added "yesterday" (by the stream's clock), then today's session.
+            yesterday_ms = int(time_module.time() * 1000) - 86_400_000
+            await client.xadd(
+                stream,
+                {"t": pack_tick(Tick(NIFTY, ticks[0].ts_ms - 86_400_000, 1.0))},
+                id=f"{yesterday_ms}-0",
+            )
+            pipeline = FeedPipeline(source_name="test", writer=None, redis=client, key_prefix=redis_prefix)
+            pipeline.put(ticks[:-10])
+            await pipeline.flush_streams()  # written before the publisher existed
+            publisher = AuctionPublisher(
+                redis=client,
+                instruments={NIFTY: "Nifty 50"},
+                key_prefix=redis_prefix,
+                history_root=tmp_path,
+                autostart=False,
+            )
+            pipeline.on_flush.append(publisher.on_flush)
+            pipeline.put(ticks[-10:])
+            await pipeline.flush_streams()
+            await publisher.step()
+            return publisher.ticks_read, publisher.auctions[NIFTY].message()
+        finally:
+            await _cleanup(client, redis_prefix)
+            await client.aclose()
+
+    read, message = run_async(scenario)
+    assert read == len(ticks)
+    assert message["state"]["tpo_counts"] == state_to_dict(expected)["tpo_counts"]
+    assert message["state"]["poc"] == expected.poc
