@@ -145,6 +145,8 @@ WATCHLIST = env.list("WATCHLIST", default=["NSE_INDEX|Nifty 50", "NSE_INDEX|Nift
 FEED_SOURCE = env.str("FEED_SOURCE", default="sim")
 FEED_SNAPSHOT_MS = env.int("FEED_SNAPSHOT_MS", default=100)
 FEED_FLUSH_MS = env.int("FEED_FLUSH_MS", default=500)
+FEED_STREAM_MS = env.int("FEED_STREAM_MS", default=100)  # Redis Stream batches (the live path)
+UPSTOX_OPTION_STRIKES = env.int("UPSTOX_OPTION_STRIKES", default=5)  # subscribed strikes each side of ATM
 TICK_STREAM_MAXLEN = env.int("TICK_STREAM_MAXLEN", default=500_000)
 # Called after every feed flush (runfeed): strategy dispatch sends each enabled strategy its claim check.
 # The dashboard's live auction states (one engine per watched index) read the same ranges.
@@ -178,6 +180,17 @@ PAPER_MIN_DAYS_TO_EXPIRY = env.int("PAPER_MIN_DAYS_TO_EXPIRY", default=0)
 PAPER_SLIPPAGE = env.str("PAPER_SLIPPAGE", default="0.05")
 PAPER_OPTION_IV = env.float("PAPER_OPTION_IV", default=0.14)
 SQUARE_OFF_TIME = env.str("SQUARE_OFF_TIME", default="15:20")
+
+# Paper execution: option contract choice and fills when no book is known.
+PAPER_OPTION_IV = env.float("PAPER_OPTION_IV", default=0.14)  # modelled premiums (Black-Scholes)
+PAPER_STRIKE_OFFSET = env.int("PAPER_STRIKE_OFFSET", default=0)  # 0 = ATM, +n OTM, -n ITM
+PAPER_MIN_DAYS_TO_EXPIRY = env.int("PAPER_MIN_DAYS_TO_EXPIRY", default=0)
+PAPER_SLIPPAGE = env.str("PAPER_SLIPPAGE", default="0.05")  # rupees of premium past the last price
+SQUARE_OFF_TIME = env.str("SQUARE_OFF_TIME", default="15:15")  # IST; every intraday position closes
+
+# Account-wide risk limits over the defaults in strategies.execution.risk.RiskLimits, e.g.
+# RISK_LIMITS=account_max_daily_loss=50000,max_open_positions=4,entry_cutoff=15:00
+RISK_LIMITS = env.dict("RISK_LIMITS", default={})
 
 # --- Logging ----------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

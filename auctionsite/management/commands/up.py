@@ -120,6 +120,9 @@ def site_processes(plan: UpPlan) -> list[ProcessSpec]:
             cwd=cwd,
         ),
     ]
+    if settings.LIVE_TRADING:
+        # Order updates from Upstox, reconciled as they come (exits at once without a valid token).
+        specs.append(ProcessSpec.of("portfolio", _manage("portfoliostream"), cwd=cwd, restart="on-failure"))
     if plan.with_feed:
         specs.insert(
             0,
@@ -298,6 +301,8 @@ class Command(BaseCommand):
                 self._wait_for_redis(infra)
 
             call_command("migrate", interactive=False, verbosity=1, stdout=self.stdout)
+            # Seeds the strategy table on first start; never overwrites what the admin changed.
+            call_command("loadstrategies", stdout=self.stdout)
             login = ensure_demo_login(var_dir=var_dir)
 
             with_feed = not options["no_feed"]
