@@ -353,6 +353,13 @@ class StrategyWorker:
         if not latest:
             if checkpoint is not None:
                 live.runs[key].last_stream_id = checkpoint
+            # Nothing to replay (the worker was up before the session's first tick): the engine
+            # still starts from the stored prior sessions, as it does after a replay and in the
+            # backtest (without them no prior value area: engine strategies never trade).
+            upcoming = self.redis.xrange(stream_key, min=f"({replay_to}", max="+", count=1)
+            if upcoming:
+                day = session_date_of(_tick_of(upcoming[0][1]).ts_ms)
+                live.warm_up(key, self._prior_sessions(key, day))
             return
         day = session_date_of(_tick_of(latest[0][1]).ts_ms)
         live.warm_up(key, self._prior_sessions(key, day))
