@@ -19,7 +19,7 @@ Throughput: `worker_ticks_per_s` — one real worker (through Celery) evaluating
 ticks in claim checks of 500 (5,000 ticks/s x 100 ms), reads + evaluation + commits included;
 `evaluator_ticks_per_s` — `LiveStrategy` alone, in memory.
 
-Usage: python bench/bench_strategies.py [--quick] [--rate 5000] [--seconds 60] [--stream-ms 100]
+Usage: python bench/bench_strategies.py [--quick] [--rate 5000] [--seconds 60] [--stream-ms 100] [--keep]
 Uses REDIS_URL with a unique key prefix and unique queue names; removes what it wrote.
 """
 
@@ -30,6 +30,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -396,6 +397,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--stream-ms", type=int, default=100)
     parser.add_argument("--days", type=int, default=None)
+    parser.add_argument("--keep", action="store_true", help="keep the database and worker logs")
     args = parser.parse_args()
     args.seconds = args.seconds or (15.0 if args.quick else 60.0)
     args.days = args.days or (2 if args.quick else 5)
@@ -411,6 +413,8 @@ def main() -> None:
         if keys:
             client.delete(*keys)
         client.close()
+        if not args.keep:
+            shutil.rmtree(TMP, ignore_errors=True)
     print(
         json.dumps(
             {
