@@ -346,9 +346,11 @@ class LiveStrategy:
 
     def _open_option(self, run: InstrumentRun, live: LiveSignal, out: list) -> None:
         s = live.signal
-        underlying = contracts.symbol_of(run.instrument_key)
         day = session_date_of(s.ts_ms)
         try:
+            # Options are bought on an index's chain: a strategy on another instrument (a future)
+            # names no underlying here, and its signals stay signals.
+            underlying = contracts.symbol_of(run.instrument_key)
             contract = select_contract(
                 self._master(day, underlying, s.price),
                 underlying,
@@ -358,7 +360,7 @@ class LiveStrategy:
                 self.options.strike_offset,
                 self.options.min_days_to_expiry,
             )
-        except LookupError as exc:
+        except (LookupError, ValueError) as exc:
             out.append(self._rejected(run, live, str(exc)))
             return
         qty = self.options.lots * contract.lot_size
@@ -400,9 +402,7 @@ class LiveStrategy:
 
     def _rejected(self, run: InstrumentRun, live: LiveSignal, why: str) -> LiveOrder:
         s = live.signal
-        contract = OptionContract(
-            "", contracts.symbol_of(run.instrument_key), "", Decimal(0), s.time.date(), 0
-        )
+        contract = OptionContract("", run.instrument_key, "", Decimal(0), s.time.date(), 0)
         return LiveOrder(
             client_order_id(self.slug, run.instrument_key, live.stream_id, "entry"),
             "",

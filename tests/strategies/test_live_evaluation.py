@@ -100,3 +100,16 @@ def test_client_order_ids_are_stable_broker_tags():
     assert a != client_order_id("ib", NIFTY, "1764653400123-4", "exit")
     assert a != client_order_id("ib2", NIFTY, "1764653400123-4", "entry")
     assert len(a) == 20 and re.fullmatch(r"[A-Za-z0-9_-]{1,20}", a)
+
+
+def test_a_strategy_on_a_future_signals_but_buys_no_option():
+    from feeds import universe
+
+    day = date(2025, 12, 2)
+    future = universe.near_future(SimSession(day).master, "NIFTY")["instrument_key"]
+    ticks = list(SimSession(day, [future]).ticks())
+    live = LiveStrategy("fut", REGISTRY["ib_breakout"], [future])
+    events = live.on_ticks(future, [(f"{i + 1}-0", t) for i, t in enumerate(ticks)])
+    assert [e.signal.kind for e in events if isinstance(e, LiveSignal)] == ["entry", "exit"]
+    (refused,) = [e for e in events if isinstance(e, LiveOrder)]
+    assert refused.quantity == 0 and refused.fill is None and "unknown underlying" in refused.rejected
