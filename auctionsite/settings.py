@@ -181,13 +181,6 @@ PAPER_SLIPPAGE = env.str("PAPER_SLIPPAGE", default="0.05")
 PAPER_OPTION_IV = env.float("PAPER_OPTION_IV", default=0.14)
 SQUARE_OFF_TIME = env.str("SQUARE_OFF_TIME", default="15:20")
 
-# Paper execution: option contract choice and fills when no book is known.
-PAPER_OPTION_IV = env.float("PAPER_OPTION_IV", default=0.14)  # modelled premiums (Black-Scholes)
-PAPER_STRIKE_OFFSET = env.int("PAPER_STRIKE_OFFSET", default=0)  # 0 = ATM, +n OTM, -n ITM
-PAPER_MIN_DAYS_TO_EXPIRY = env.int("PAPER_MIN_DAYS_TO_EXPIRY", default=0)
-PAPER_SLIPPAGE = env.str("PAPER_SLIPPAGE", default="0.05")  # rupees of premium past the last price
-SQUARE_OFF_TIME = env.str("SQUARE_OFF_TIME", default="15:15")  # IST; every intraday position closes
-
 # Account-wide risk limits over the defaults in strategies.execution.risk.RiskLimits, e.g.
 # RISK_LIMITS=account_max_daily_loss=50000,max_open_positions=4,entry_cutoff=15:00
 RISK_LIMITS = env.dict("RISK_LIMITS", default={})
