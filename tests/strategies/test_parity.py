@@ -277,7 +277,11 @@ def test_replaying_a_stored_session_through_the_live_workers_matches_its_backtes
             feed.wait()
         supervisor.stop()
         keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        keys += [f"strategy.{slug}" for slug in slugs.values()]
+        keys += [
+            f"{kind}strategy.{slug}"
+            for slug in slugs.values()
+            for kind in ("", "_kombu.binding.", "_kombu.binding_permanent.")
+        ]
         client.delete(*keys)
         client.hdel("strategies:last_claim", *slugs.values())
         client.close()
