@@ -1,5 +1,6 @@
 # Two commands for a fresh machine:  `make run` (install + the whole system on a simulated session)
 # and `make test` (install + lint + the test suite). Everything installs into .venv from pinned files.
+SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -45,6 +46,11 @@ test: install-dev browser static lint
 	$(PY) manage.py check
 	$(PY) manage.py makemigrations --check --dry-run
 	$(VENV)/bin/pytest
+	@# The order/fill services again on PostgreSQL, where the row-locking concurrency tests run.
+	@if (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then \
+		DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres $(VENV)/bin/pytest -q \
+			tests/strategies/test_services.py tests/strategies/test_services_concurrency.py; \
+	else echo "PostgreSQL does not answer on 127.0.0.1:5432: its pass is skipped"; fi
 
 bench: install-dev
 	$(PY) bench/run.py
