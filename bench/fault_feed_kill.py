@@ -13,9 +13,9 @@ Prints one JSON object:
   (`lost_window_ms`, first to last missing tick) and its wall-clock length at the run's speed
   (`lost_window_wall_ms`), and `holes` (received ticks older than the newest stored tick that are
   not stored: must be 0, the store is always a prefix of what the feed received).
-* `stream`: the Redis streams after the restart against the uninterrupted run's: the restart XADDs
-  the re-sent ticks again (new stream ids), so `entries_duplicated` is about the ticks streamed
-  before the kill; `entries_lost` must be 0. `candles_differing`: 1-minute candles a live strategy
+* `stream`: the Redis streams after the restart against the uninterrupted run's: the restarted pipeline
+  skips re-sent ticks its streams already hold, so `entries_duplicated` and `entries_lost` must
+  both be 0. `candles_differing`: 1-minute candles a live strategy
   builds from the faulted streams (`strategies.live.evaluation.CandleBuilder`, as the worker
   does) that differ from the uninterrupted streams' (see the module's report in the docstring of
   tests/feeds/test_feed_faults.py for what that means).

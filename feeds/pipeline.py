@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 
 from feeds.groups import FEED_STATUS_KEY, LAST_SNAPSHOT_KEY, MARKET_GROUP, tick_stream_key
 from feeds.sources import OPEN, PRE_OPEN, TickSource
-from feeds.ticks import Tick, pack_tick
+from feeds.ticks import Tick, pack_tick, unpack_tick
+from persistence.store import session_day_of
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,7 @@ class _Quote:
 class PipelineStats:
     ticks_in: int = 0
     ticks_streamed: int = 0
+    ticks_already_streamed: int = 0  # re-sent after a restart: in the stream already, not added again
     rows_written: int = 0
     flushes: int = 0  # store flushes with ticks
     stream_flushes: int = 0
@@ -204,6 +206,7 @@ class FeedPipeline:
         key_prefix: str = "",
         full_snapshot_every_s: float = FULL_SNAPSHOT_EVERY_S,
         high_water: int = HIGH_WATER,
+        resume_streams: bool = True,
     ) -> None:
         self.source_name = source_name
         self.writer = writer
@@ -244,6 +247,13 @@ class FeedPipeline:
         self._stream_pending: list[Tick] = []  # for the Redis Streams (when there is a Redis)
         self._changed: set[str] = set()
         self._stream_keys: dict[str, str] = {}
+        # Resuming after a restart: per instrument, the exchange time of the last tick its stream
+        # already held when this feed first saw it (same session day only). A restarted source that
+        # re-sends the session (the sim) would otherwise stream those ticks twice under new ids,
+        # which strategy checkpoints cannot recognise. Off for a replay, a deliberate re-send.
+        self.resume_streams = resume_streams
+        self._resume_mark: dict[str, int] = {}
+        self._resume_checked: set[str] = set()
         self._xadd_script = None
         self._stream_backlog: list[Tick] = []
         self._logged_failure: dict[str, float] = {}
@@ -460,6 +470,8 @@ class FeedPipeline:
         parsing each pipelined command (about 19k XADD/s here), the script ~3x less per tick."""
         if self._xadd_script is None or self._xadd_script.registered_client is not self.redis:
             self._xadd_script = self.redis.register_script(XADD_LUA)
+        if self.resume_streams:
+            batch = await self._skip_already_streamed(batch)
         ranges: dict[str, tuple[str, str]] = {}
         for start in range(0, len(batch), XADD_CHUNK):
             chunk = batch[start : start + XADD_CHUNK]
@@ -473,6 +485,31 @@ class FeedPipeline:
                 first = ranges.get(t.instrument_key)
                 ranges[t.instrument_key] = (first[0] if first else sid, sid)
         return ranges
+
+    async def _skip_already_streamed(self, batch: list[Tick]) -> list[Tick]:
+        """Drop the ticks a previous run of this feed already streamed (see `_resume_mark`)."""
+        new = {t.instrument_key for t in batch} - self._resume_checked
+        if new:
+            keys = sorted(new)
+            pipe = self.redis.pipeline(transaction=False)
+            for key in keys:
+                pipe.xrevrange(self._stream_key(key), count=1)
+            for key, last in zip(keys, await pipe.execute(), strict=True):
+                self._resume_checked.add(key)
+                if last:
+                    self._resume_mark[key] = unpack_tick(last[0][1][b"t"]).ts_ms
+        if not self._resume_mark:
+            return batch
+        kept: list[Tick] = []
+        for t in batch:
+            mark = self._resume_mark.get(t.instrument_key)
+            if mark is not None:
+                if t.ts_ms <= mark and session_day_of(t.ts_ms) == session_day_of(mark):
+                    self.stats.ticks_already_streamed += 1
+                    continue
+                del self._resume_mark[t.instrument_key]  # ticks come in order: caught up
+            kept.append(t)
+        return kept
 
     # --- snapshots and status ------------------------------------------------------------------
     def feed_status(self) -> dict:

@@ -247,6 +247,8 @@ class Command(BaseCommand):
             snapshot_ms=settings.FEED_SNAPSHOT_MS,
             stream_maxlen=settings.TICK_STREAM_MAXLEN,
             key_prefix=prefix,
+            # A restarted live feed must not stream its session twice; a replay re-sends on purpose.
+            resume_streams=source.name != "replay",
         )
         for path in getattr(settings, "FEED_FLUSH_HOOKS", ()):
             hook = import_string(path)(pipeline)
