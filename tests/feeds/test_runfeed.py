@@ -20,6 +20,7 @@ from django.core.management import CommandError, call_command
 
 from feeds import sim
 from feeds.groups import FEED_STATUS_KEY, MARKET_GROUP, tick_stream_key
+from feeds.management.commands.runfeed import stored_session_resume
 from persistence.readers import instruments, read_ticks
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,3 +203,26 @@ def test_sim_slice_boundaries_in_process(settings, tmp_path, prefix):
     assert dtime(14, 0) <= stored["ts"][-1].as_py().time() < dtime(14, 1)
     assert sum(r.ticks for r in FLUSH_REPORTS) == 60
     assert {k for r in FLUSH_REPORTS for k in r.ranges} == {"NSE_INDEX|Nifty Bank"}
+
+
+def test_a_restarted_sim_resumes_where_the_store_left_off(settings, tmp_path, prefix):
+    """A feed `up` restarts continues its session (the dashboard never runs backwards); a session
+    stored to its close runs again from the open."""
+    settings.HISTORY_DIR = tmp_path
+    settings.FEED_FLUSH_HOOKS = []
+    day = date(2025, 12, 2)
+    key = "NSE_INDEX|Nifty Bank"
+    settings.WATCHLIST = [key]
+    assert stored_session_resume(day) is None
+    run = ("runfeed", "--source", "sim", "--speed", "1000", "--date", day.isoformat(), "--instruments", key)
+    call_command(*run, "--start", "10:00", "--end", "10:02", "--redis-prefix", prefix)
+    assert stored_session_resume(day) == dtime(10, 1, 59)
+
+    call_command(*run, "--end", "10:04", "--redis-prefix", prefix)  # no --start: resumes
+    stored = read_ticks(key, day, day, root=tmp_path)
+    times = [t.as_py().time() for t in stored["ts"]]
+    assert times[0] >= dtime(10, 0)  # nothing from 09:15 was sent again
+    assert len(times) == len(set(times)) == 240  # 10:00-10:04, once each
+
+    call_command(*run, "--start", "15:29", "--redis-prefix", prefix)
+    assert stored_session_resume(day) is None  # complete: a new run starts at the open

@@ -55,6 +55,27 @@ def _parse_time(value: str | None, flag: str) -> dtime | None:
         raise CommandError(f"bad {flag} {value!r}: expected HH:MM, HH:MM:SS (IST) or now") from None
 
 
+# A session stored into its last minute counts as complete.
+SESSION_LAST_MINUTE = dtime(15, 29)
+
+
+def stored_session_resume(day: date) -> dtime | None:
+    """Where a restarted simulated session picks up: the last watchlist tick the history store holds
+    for `day`, so a feed that `up` restarts continues its session instead of starting again at
+    09:15 (the dashboard would run backwards). None when nothing is stored for the day or it was
+    stored to its close: then the session runs from the open again (the store drops what it has)."""
+    from persistence.readers import read_ticks
+
+    last_ms = 0
+    for key in settings.WATCHLIST:
+        ts = read_ticks(key, day, day).column("ts_ms").to_pylist()
+        last_ms = max([last_ms, *ts[-1:]])
+    if not last_ms:
+        return None
+    resume = datetime.fromtimestamp(last_ms / 1000, contracts.IST).time().replace(microsecond=0)
+    return resume if resume < SESSION_LAST_MINUTE else None
+
+
 class Command(BaseCommand):
     help = "Run the market data feed: source -> history store + Redis Streams + dashboard snapshots."
 
@@ -130,8 +151,14 @@ class Command(BaseCommand):
     ) -> tuple[TickSource, list[str], dict[str, str], dict[str, OptionInfo]]:
         """The source, the instruments the dashboard snapshot shows, their names, option metadata."""
         if name == "sim":
-            from feeds.sim import OPTION_STRIKES, SimSource
+            from feeds.sim import OPTION_STRIKES, SimSource, default_session_day
 
+            if start is None:
+                start = stored_session_resume(day or default_session_day())
+                if start is not None:
+                    log.info(
+                        "resuming the simulated session at %s IST (the history store holds it so far)", start
+                    )
             try:
                 source = SimSource(
                     day,
