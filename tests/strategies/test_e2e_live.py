@@ -28,6 +28,7 @@ from feeds.ticks import unpack_tick
 from strategies.library import REGISTRY
 from strategies.live.evaluation import LiveOrder, LiveSignal, LiveStrategy
 from strategies.live.worker import StrategyWorker
+from tests.strategies.live_harness import process_env, wait_for
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 DAY = date(2025, 12, 2)
@@ -102,40 +103,12 @@ def stored(db: Path, slug: str):
     }
 
 
-def wait_for(condition, supervisor, timeout, what, log=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        supervisor.step()
-        if condition():
-            return
-        time.sleep(0.2)
-    tail = log.getvalue()[-4000:] if log is not None else ""
-    raise AssertionError(f"timed out waiting for {what}\n{tail}")
-
-
 def test_two_workers_trade_the_session_and_a_killed_one_ends_as_if_never_killed(tmp_path, test_redis_url):
     run_id = secrets.token_hex(4)
     prefix = f"e2e-{run_id}-"
     killed, steady = f"ibb-{run_id}", f"laf-{run_id}"
     db = tmp_path / "db.sqlite3"
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DJANGO_", "DATABASE_", "REDIS_", "CELERY_", "PYTEST_"))
-    }
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "auctionsite.settings",
-            "DATABASE_URL": f"sqlite:///{db}",
-            "VAR_DIR": str(tmp_path / "var"),
-            "HISTORY_DIR": str(tmp_path / "history"),
-            "REDIS_URL": test_redis_url,
-            "FEED_FLUSH_MS": "100",
-            "UPSTOX_ACCESS_TOKEN": "",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    (tmp_path / "var").mkdir()
+    env = process_env(tmp_path, test_redis_url, tmp_path / "history")
 
     def manage(*args, **kw):
         return subprocess.run(
@@ -229,21 +202,7 @@ def test_runworkers_runs_a_worker_per_enabled_strategy_and_stops_them_on_sigterm
 
     run_id = secrets.token_hex(4)
     slug = f"rw-{run_id}"
-    db = tmp_path / "db.sqlite3"
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DJANGO_", "DATABASE_", "REDIS_", "CELERY_", "PYTEST_"))
-    }
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "auctionsite.settings",
-            "DATABASE_URL": f"sqlite:///{db}",
-            "VAR_DIR": str(tmp_path),
-            "REDIS_URL": test_redis_url,
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
+    env = process_env(tmp_path, test_redis_url, tmp_path / "history")
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput"],
         cwd=BASE_DIR,

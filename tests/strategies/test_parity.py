@@ -33,12 +33,10 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import secrets
 import sqlite3
 import subprocess
 import sys
-import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -50,6 +48,7 @@ from auctionsite.supervisor import Supervisor
 from feeds.groups import tick_stream_key
 from feeds.sim import SimSession
 from persistence.writer import HistoryWriter
+from tests.strategies.live_harness import process_env, wait_for
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 NIFTY = "NSE_INDEX|Nifty 50"
@@ -153,16 +152,6 @@ def ready_line(log: io.StringIO, slug: str) -> bool:
     )
 
 
-def wait_for(condition, supervisor, timeout, what, log):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        supervisor.step()
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}\n{log.getvalue()[-4000:]}")
-
-
 def test_replaying_a_stored_session_through_the_live_workers_matches_its_backtest(tmp_path, test_redis_url):
     run_id = secrets.token_hex(4)
     prefix = f"parity-{run_id}-"
@@ -172,24 +161,7 @@ def test_replaying_a_stored_session_through_the_live_workers_matches_its_backtes
         for day in (PRIOR, DAY):
             writer.write_ticks(list(SimSession(day, [NIFTY]).ticks()))
 
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DJANGO_", "DATABASE_", "REDIS_", "CELERY_", "PYTEST_"))
-    }
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "auctionsite.settings",
-            "DATABASE_URL": f"sqlite:///{db}",
-            "VAR_DIR": str(tmp_path / "var"),
-            "HISTORY_DIR": str(history),
-            "REDIS_URL": test_redis_url,
-            "FEED_FLUSH_MS": "100",
-            "UPSTOX_ACCESS_TOKEN": "",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    (tmp_path / "var").mkdir()
+    env = process_env(tmp_path, test_redis_url, history)
 
     def manage(*args):
         return subprocess.Popen(
