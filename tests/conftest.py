@@ -34,6 +34,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+import redis
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 ARTIFACTS_DIR = BASE_DIR / "var" / "test-artifacts"
@@ -209,6 +210,38 @@ def _wait_until_serving(server: DaphneServer) -> None:
     raise RuntimeError(f"daphne did not serve within {SERVER_START_TIMEOUT_S} s:\n{server.log_tail()}")
 
 
+def child_env(**overrides: str) -> dict[str, str]:
+    """The environment of a process a test starts: the parent's, minus its Django, database, Redis,
+    Celery and pytest settings, with no Upstox token and unbuffered output, plus `overrides`."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DJANGO_", "DATABASE_", "REDIS_", "CELERY_", "PYTEST_"))
+    }
+    env.update({"UPSTOX_ACCESS_TOKEN": "", "PYTHONUNBUFFERED": "1", **overrides})
+    return env
+
+
+def site_env(
+    root: Path, settings_module: str, redis_url: str, channel_prefix: str, **extra: str
+) -> dict[str, str]:
+    """A served site's environment under `root`: its settings module in `root/settings_pkg`, its
+    own SQLite, var/ and history store, the test Redis with a private channel prefix, static files
+    served by the ASGI app."""
+    return child_env(
+        DJANGO_SETTINGS_MODULE=settings_module,
+        PYTHONPATH=os.pathsep.join([str(root / "settings_pkg"), str(BASE_DIR)]),
+        TEST_CHANNEL_PREFIX=channel_prefix,
+        DATABASE_URL=f"sqlite:///{root / 'db.sqlite3'}",
+        VAR_DIR=str(root / "var"),
+        HISTORY_DIR=str(root / "history"),
+        REDIS_URL=redis_url,
+        SERVE_STATIC="true",
+        DEBUG="false",
+        **extra,
+    )
+
+
 @pytest.fixture(scope="session")
 def daphne_server(tmp_path_factory, test_redis_url) -> DaphneServer:
     """A real Daphne on a free port with a freshly migrated SQLite database of its own."""
@@ -217,26 +250,7 @@ def daphne_server(tmp_path_factory, test_redis_url) -> DaphneServer:
     (root / "settings_pkg" / "daphne_test_settings.py").write_text(_SERVER_SETTINGS)
     prefix = f"test-{secrets.token_hex(6)}"
     port = free_port()
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("DJANGO_", "DATABASE_", "REDIS_", "CELERY_", "PYTEST_"))
-    }
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "daphne_test_settings",
-            "PYTHONPATH": os.pathsep.join([str(root / "settings_pkg"), str(BASE_DIR)]),
-            "TEST_CHANNEL_PREFIX": prefix,
-            "DATABASE_URL": f"sqlite:///{root / 'db.sqlite3'}",
-            "VAR_DIR": str(root / "var"),
-            "HISTORY_DIR": str(root / "history"),
-            "REDIS_URL": test_redis_url,
-            "SERVE_STATIC": "true",
-            "DEBUG": "false",
-            "UPSTOX_ACCESS_TOKEN": "",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
+    env = site_env(root, "daphne_test_settings", test_redis_url, prefix)
     server = DaphneServer(port=port, env=env, redis_url=test_redis_url, channel_prefix=prefix, var_dir=root)
     server.manage("migrate", "--noinput", timeout=300)
     try:
@@ -315,3 +329,42 @@ def page(browser, request):
         context.close()
     if js_errors:
         pytest.fail("JavaScript errors on the page:\n" + "\n".join(js_errors))
+
+
+# --- A Redis of a test module's own -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def private_redis_url(tmp_path_factory):
+    """A throwaway redis-server on a free port, for tests whose keys every process on this host
+    shares (beat's `beat@<host>` heartbeat, the docker healthcheck's host-named entries)."""
+    from auctionsite.management.commands.up import redis_server_executable
+
+    executable = redis_server_executable()
+    if executable is None:
+        pytest.skip("no redis-server to start")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    workdir = tmp_path_factory.mktemp("redis")
+    server = subprocess.Popen(
+        [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 10
+    try:
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+    finally:
+        client.close()
+    yield url
+    server.terminate()
+    server.wait(timeout=10)

@@ -155,45 +155,6 @@ def test_a_real_worker_runs_a_task_and_beats_until_it_stops(client):
     assert "Traceback" not in output, output
 
 
-@pytest.fixture
-def private_redis_url(tmp_path):
-    """A Redis of this test's own: beat's heartbeat name (`beat@<host>`) is the same for every beat."""
-    from auctionsite.management.commands.up import redis_server_executable
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            redis_server_executable(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-    client.close()
-    yield url
-    server.terminate()
-    server.wait(timeout=10)
-
-
 @pytest.mark.slow
 def test_beat_beats_while_it_runs_and_clears_its_entry_on_sigterm(private_redis_url, tmp_path):
     client = redis.Redis.from_url(private_redis_url)

@@ -23,7 +23,6 @@ from django.conf import settings
 from django.core.management import get_commands, load_command_class
 
 from auctionsite.celery import BACKTESTS_QUEUE, MAINTENANCE_QUEUE, route_task
-from auctionsite.management.commands.up import redis_server_executable
 from feeds.groups import FEED_STATUS_KEY, WORKER_HEARTBEATS_KEY
 
 DOCKER = Path(settings.BASE_DIR) / "docker"
@@ -129,34 +128,11 @@ def test_dockerfile_builds_a_non_root_image_from_the_requirements():
 
 
 # --- The healthcheck script, against a Redis of its own -----------------------------------------
-@pytest.fixture(scope="module")
-def private_redis(tmp_path_factory):
-    executable = redis_server_executable()
-    if executable is None:
-        pytest.skip("no redis-server to start")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    workdir = tmp_path_factory.mktemp("redis")
-    server = subprocess.Popen(
-        [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-    yield url, client
+@pytest.fixture
+def private_redis(private_redis_url):
+    client = redis.Redis.from_url(private_redis_url)
+    yield private_redis_url, client
     client.close()
-    server.terminate()
-    server.wait(timeout=10)
 
 
 def healthcheck(*args: str, redis_url: str) -> subprocess.CompletedProcess:

@@ -3,30 +3,22 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
+
+from tests.conftest import child_env
 
 
 def process_env(tmp_path: Path, redis_url: str, history: Path) -> dict[str, str]:
     """The environment of a child process: its own SQLite, var/ and history store, the test Redis,
     fast store flushes, no Upstox token; nothing of the parent's Django/Celery/pytest settings."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DJANGO_", "DATABASE_", "REDIS_", "CELERY_", "PYTEST_"))
-    }
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "auctionsite.settings",
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-            "VAR_DIR": str(tmp_path / "var"),
-            "HISTORY_DIR": str(history),
-            "REDIS_URL": redis_url,
-            "FEED_FLUSH_MS": "100",
-            "UPSTOX_ACCESS_TOKEN": "",
-            "PYTHONUNBUFFERED": "1",
-        }
+    env = child_env(
+        DJANGO_SETTINGS_MODULE="auctionsite.settings",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        VAR_DIR=str(tmp_path / "var"),
+        HISTORY_DIR=str(history),
+        REDIS_URL=redis_url,
+        FEED_FLUSH_MS="100",
     )
     (tmp_path / "var").mkdir(exist_ok=True)
     return env

@@ -3,7 +3,6 @@ history store with the real `HistoryWriter`."""
 
 from __future__ import annotations
 
-import os
 import random
 import secrets
 import socket
@@ -122,7 +121,7 @@ def backtest_site(tmp_path_factory, test_redis_url):
     environment consuming a private backtests queue; a user `(name, password)` to log in with."""
     import redis
 
-    from tests.conftest import BASE_DIR, DaphneServer, free_port
+    from tests.conftest import BASE_DIR, DaphneServer, free_port, site_env
 
     root = tmp_path_factory.mktemp("backtest-site")
     (root / "settings_pkg").mkdir()
@@ -131,27 +130,7 @@ def backtest_site(tmp_path_factory, test_redis_url):
     write_history(root / "history", make_history(MARCH_DAYS))
     prefix = f"test-{secrets.token_hex(6)}"
     queue = f"test.backtests.{secrets.token_hex(4)}"
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("DJANGO_", "DATABASE_", "REDIS_", "CELERY_", "PYTEST_"))
-    }
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "backtest_site_settings",
-            "PYTHONPATH": os.pathsep.join([str(root / "settings_pkg"), str(BASE_DIR)]),
-            "TEST_CHANNEL_PREFIX": prefix,
-            "TEST_BACKTESTS_QUEUE": queue,
-            "DATABASE_URL": f"sqlite:///{root / 'db.sqlite3'}",
-            "VAR_DIR": str(root / "var"),
-            "HISTORY_DIR": str(root / "history"),
-            "REDIS_URL": test_redis_url,
-            "SERVE_STATIC": "true",
-            "DEBUG": "false",
-            "UPSTOX_ACCESS_TOKEN": "",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
+    env = site_env(root, "backtest_site_settings", test_redis_url, prefix, TEST_BACKTESTS_QUEUE=queue)
     server = DaphneServer(
         port=free_port(), env=env, redis_url=test_redis_url, channel_prefix=prefix, var_dir=root
     )
