@@ -325,7 +325,13 @@ ORDER_TRANSITIONS: dict[str, frozenset[str]] = {
         }
     ),
     OrderState.OPEN: frozenset(
-        {OrderState.PARTIALLY_FILLED, OrderState.FILLED, OrderState.CANCELLED, OrderState.UNKNOWN}
+        {
+            OrderState.PARTIALLY_FILLED,
+            OrderState.FILLED,
+            OrderState.CANCELLED,
+            OrderState.REJECTED,  # the exchange refused an order the broker had accepted
+            OrderState.UNKNOWN,
+        }
     ),
     OrderState.PARTIALLY_FILLED: frozenset({OrderState.FILLED, OrderState.CANCELLED, OrderState.UNKNOWN}),
     OrderState.UNKNOWN: frozenset(

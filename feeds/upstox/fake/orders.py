@@ -121,6 +121,19 @@ class FakeOrderBook:
         self._notify(order)
         return dict(order)
 
+    def reject(self, order_id: str, message: str) -> dict:
+        """Test hook: the exchange rejects an order the broker had accepted (open, nothing or part
+        filled), with this status message; the stream follows."""
+        with self._lock:
+            order = self.orders[order_id]
+            if order["status"] not in OPEN_STATES:
+                raise OrderError(400, "UDAPI100040", f"Order is already {order['status']}")
+            order["status"] = "rejected"
+            order["pending_quantity"] = 0
+            order["status_message"] = order["status_message_raw"] = message
+        self._notify(order)
+        return dict(order)
+
     def _fill(self, order: dict, price: float) -> None:
         order["status"] = "complete"
         order["average_price"] = round(price, 2)
