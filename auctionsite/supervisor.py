@@ -4,7 +4,11 @@ A `Supervisor` owns child processes described by `ProcessSpec`s. Each child star
 session (so its own process group): stopping a child signals the whole group, which takes Celery's
 pool processes and anything else the child forked down with it. A child that dies is restarted
 after an exponential backoff (capped); the reason (exit code or signal) is logged. Every line a
-child prints is copied to one output stream, prefixed with the child's name.
+child prints is copied to one output stream, prefixed with the child's name. On Linux every child
+also gets SIGTERM when the supervisor dies, however it dies (SIGKILL, the OOM killer), so no feed
+or worker outlives it: `exec_dying_with_parent` arms PR_SET_PDEATHSIG between fork and exec. What
+a child forked ends with it (Celery's pool processes have their own parent-death signal, the feed's
+history writer stops at EOF on its stdin).
 
 The supervisor is a plain class driven by `step()` (one non-blocking pass: reap, restart, escalate
 stops) so tests call its step methods directly, as healthchecks.io's `sendalerts` is tested; the
@@ -26,7 +30,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import NoReturn, TextIO
+
+# <linux/prctl.h>: the signal a process gets when the thread that forked it exits.
+PR_SET_PDEATHSIG = 1
+DIES_WITH_PARENT = sys.platform.startswith("linux")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +108,33 @@ def signal_group(pgid: int, sig: int) -> bool:
         # A recycled pgid owned by someone else is not ours to signal.
         return False
     return True
+
+
+def dying_with_parent(argv: Iterable[str], parent_pid: int) -> list[str]:
+    """`argv` started through `exec_dying_with_parent`: it gets SIGTERM when `parent_pid` dies."""
+    return [sys.executable, "-I", "-S", str(Path(__file__).resolve()), str(parent_pid), *argv]
+
+
+def exec_dying_with_parent(parent_pid: int, argv: list[str]) -> NoReturn:
+    """Between fork and exec of a child: ask Linux for SIGTERM when the parent exits, then become `argv`.
+
+    Runs in a fresh interpreter (see `dying_with_parent`) rather than in `preexec_fn`, which is
+    unsafe in a parent with threads. The request survives exec (except into set-user-ID
+    programs). A parent that died before it was made would never send the signal, so the child
+    checks it still has that parent and leaves if not.
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGTERM), *[ctypes.c_ulong(0)] * 3) != 0:
+        sys.exit(f"could not request the parent-death signal: {os.strerror(ctypes.get_errno())}")
+    if os.getppid() != parent_pid:
+        sys.exit(f"parent {parent_pid} is gone; not starting {shlex.join(argv)}")
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as exc:
+        print(f"could not start ({exc.__class__.__name__}: {exc})", file=sys.stderr)
+        sys.exit(127)
 
 
 class Supervisor:
@@ -226,12 +261,18 @@ class Supervisor:
         )
 
     def start(self, child: Child) -> None:
-        """Start one child in its own session, its output piped into the combined log."""
+        """Start one child in its own session, its output piped into the combined log.
+
+        On Linux the child gets SIGTERM when this process dies, however it dies. The kernel sends
+        it when the *thread* that forked the child exits, so call this from a thread that lives as
+        long as the supervisor (the `up` loop runs in the main thread).
+        """
         spec = child.spec
         env = {**self.base_env, "PYTHONUNBUFFERED": "1", **dict(spec.env)}
+        argv = dying_with_parent(spec.argv, os.getpid()) if DIES_WITH_PARENT else spec.argv
         try:
             process = subprocess.Popen(
-                spec.argv,
+                argv,
                 cwd=spec.cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -309,3 +350,8 @@ class Supervisor:
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({"pid": os.getpid(), "children": self.snapshot()}, indent=1))
         os.replace(tmp, self.state_file)
+
+
+if __name__ == "__main__":
+    # `python supervisor.py PARENT_PID ARGV...`: see `dying_with_parent`.
+    exec_dying_with_parent(int(sys.argv[1]), sys.argv[2:])

@@ -12,7 +12,7 @@ import time
 import psutil
 import pytest
 
-from auctionsite.supervisor import ProcessSpec, Supervisor, describe_exit
+from auctionsite.supervisor import DIES_WITH_PARENT, ProcessSpec, Supervisor, describe_exit
 
 
 class FakeClock:
@@ -119,9 +119,16 @@ def test_a_command_that_cannot_start_is_retried_not_raised(make_supervisor):
     sup.reconcile([ProcessSpec.of("ghost", ["/nonexistent/binary"])])
     sup.step()
     child = sup.children["ghost"]
+    if DIES_WITH_PARENT:
+        # The exec fails in the child, after the parent-death signal is armed: a quick exit.
+        child.process.wait(timeout=15)
+        sup.step()
+        wait_until(lambda: "could not start (FileNotFoundError" in sup.output.getvalue(), what="output")
+        assert "ghost (pid" in sup.output.getvalue() and "exited with exit code 127" in sup.output.getvalue()
+    else:
+        assert "ghost could not start (FileNotFoundError" in sup.output.getvalue()
     assert child.process is None
     assert child.next_start_at == pytest.approx(clock.now + 1.0)
-    assert "ghost could not start (FileNotFoundError" in sup.output.getvalue()
 
 
 def test_output_lines_are_prefixed_with_the_child_name(make_supervisor):

@@ -1,0 +1,250 @@
+"""`up` killed with SIGKILL (the OOM killer, `kill -9`) takes everything it started with it.
+
+Every child the supervisor starts asks Linux for SIGTERM when its parent dies (PR_SET_PDEATHSIG,
+armed between fork and exec); what those children forked (Celery's pool processes, the feed's
+history writer) ends with them. First the mechanism on one child, then the whole of `up`.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+
+from auctionsite.management.commands.up import redis_answers
+from auctionsite.supervisor import DIES_WITH_PARENT, dying_with_parent
+from feeds.groups import WORKER_HEARTBEATS_KEY
+from tests.conftest import BASE_DIR, child_env, free_port
+
+pytestmark = pytest.mark.skipif(not DIES_WITH_PARENT, reason="PR_SET_PDEATHSIG is Linux only")
+
+PR_GET_PDEATHSIG = 2
+PRINT_PARENT_DEATH_SIGNAL = f"""
+import ctypes
+signum = ctypes.c_int()
+ctypes.CDLL(None).prctl({PR_GET_PDEATHSIG}, ctypes.byref(signum))
+print(signum.value)
+"""
+
+
+def wait_until(predicate, *, timeout: float, what: str, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    tail = f"; log:\n{log.read_text()[-6000:]}" if log is not None else ""
+    raise AssertionError(f"timed out waiting for {what}{tail}")
+
+
+def running(proc: psutil.Process) -> bool:
+    """Still alive: a zombie has ended (nobody may reap an orphan here: PID 1 is not an init)."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_a_child_runs_with_sigterm_as_its_parent_death_signal():
+    argv = dying_with_parent([sys.executable, "-c", PRINT_PARENT_DEATH_SIGNAL], os.getpid())
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
+    assert done.stdout.strip() == str(int(signal.SIGTERM))
+
+
+def test_a_child_whose_parent_is_already_gone_does_not_start(tmp_path):
+    marker = tmp_path / "ran"
+    # The child's parent is this process, not the one it is told to die with: as if that one had
+    # died between the fork and the prctl call, and the child had been adopted.
+    argv = dying_with_parent(["touch", str(marker)], os.getppid())
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0
+    assert f"parent {os.getppid()} is gone; not starting" in done.stderr
+    assert not marker.exists()
+
+
+# The supervisor in a process of its own, so that the test can SIGKILL it.
+SUPERVISOR = """
+import sys, time
+from auctionsite.management.commands.up import redis_answers
+from auctionsite.supervisor import ProcessSpec, Supervisor
+supervisor = Supervisor(output=sys.stderr)
+supervisor.reconcile([ProcessSpec.of("child", [sys.executable, "-c", sys.argv[1], sys.argv[2]])])
+supervisor.step()
+print(supervisor.children["child"].pid, flush=True)
+time.sleep(120)
+"""
+# Records which signal ended it, as the feed flushes on SIGTERM.
+CHILD = """
+import signal, sys, time
+from pathlib import Path
+marker = Path(sys.argv[1])
+def stop(signum, frame):
+    marker.write_text(signal.Signals(signum).name)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+marker.write_text("ready")
+time.sleep(120)
+"""
+
+
+def test_a_supervised_child_gets_sigterm_when_the_supervisor_is_killed(tmp_path):
+    marker = tmp_path / "child"
+    supervisor = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISOR, CHILD, str(marker)],
+        cwd=BASE_DIR,
+        env=child_env(PYTHONPATH=str(BASE_DIR)),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    child = None
+    try:
+        child = psutil.Process(int(supervisor.stdout.readline()))
+        wait_until(lambda: marker.exists() and marker.read_text() == "ready", timeout=30, what="the child")
+        supervisor.kill()
+        supervisor.wait(timeout=10)
+        wait_until(lambda: not running(child), timeout=20, what="the child to end")
+        assert marker.read_text() == "SIGTERM"
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait()
+        if child is not None and running(child):
+            child.kill()
+
+
+# --- The whole of `up` ------------------------------------------------------------------------
+class Up:
+    """One `manage.py up` in a subprocess, on its own SQLite and var/ under `root`."""
+
+    def __init__(self, root: Path, redis_url: str) -> None:
+        self.port = free_port()
+        self.log = root / "up.log"
+        self.tree: list[psutil.Process] = []
+        self.described: dict[int, str] = {}
+        env = child_env(
+            VAR_DIR=str(root / "var"),
+            HISTORY_DIR=str(root / "var" / "history"),
+            DATABASE_URL=f"sqlite:///{root / 'up.sqlite3'}",
+            REDIS_URL=redis_url,
+            FEED_SOURCE="sim",
+            SIM_SPEED="10",
+        )
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "manage.py", "up", "--port", str(self.port), "--backtest-concurrency", "2"],
+                cwd=BASE_DIR,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def wait_for_the_whole_tree(self) -> list[psutil.Process]:
+        """Every process `up` started, once the web server answers and both prefork workers have
+        their pool processes and the feed its history writer."""
+        wait_until(self._serving, timeout=90, what="/healthz", log=self.log)
+
+        def whole_tree():
+            procs, cmdlines = psutil.Process(self.process.pid).children(recursive=True), []
+            for proc in procs:
+                try:
+                    cmdlines.append(proc.cmdline())
+                except psutil.NoSuchProcess:
+                    return None  # a child is being restarted: look again
+            pooled = [argv for argv in cmdlines if "--pool" in argv and "prefork" in argv]
+            feed_writer = any("persistence.writer_process" in argv for argv in cmdlines)
+            # maintenance: its leader and one pool process; backtests: its leader and two.
+            if len(pooled) < 5 or not feed_writer:
+                return None
+            self.described = {proc.pid: shlex.join(argv) for proc, argv in zip(procs, cmdlines, strict=True)}
+            return procs
+
+        self.tree = wait_until(
+            whole_tree, timeout=60, what="the pool processes and the feed's writer", log=self.log
+        )
+        return self.tree
+
+    def _serving(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2):
+                return True
+        except urllib.error.HTTPError:
+            return True  # 503 while checks are red is still an answer
+        except OSError:
+            return False
+
+    def kill_and_expect_the_tree_to_end(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while (left := [proc.pid for proc in self.tree if running(proc)]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert left == [], "still running 20 s after up was killed:\n" + "\n".join(
+            self.described[pid] for pid in left
+        )
+
+    def clean_up(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for proc in self.tree:
+            if running(proc):
+                proc.kill()
+
+
+@pytest.fixture
+def start_up(tmp_path):
+    started: list[Up] = []
+
+    def start(redis_url: str) -> Up:
+        up = Up(tmp_path, redis_url)
+        started.append(up)
+        return up
+
+    yield start
+    for up in started:
+        up.clean_up()
+
+
+@pytest.mark.slow
+def test_a_sigkilled_up_takes_every_process_it_started_with_it(start_up, private_redis_url):
+    """Once the feed, web server, workers (with their pool processes) and beat run, SIGKILL `up`:
+    every process in its tree ends, the Celery ones by a clean shutdown (removing their heartbeats)."""
+    with redis.Redis.from_url(private_redis_url, decode_responses=True) as client:
+        client.delete(WORKER_HEARTBEATS_KEY)
+        up = start_up(private_redis_url)
+        up.wait_for_the_whole_tree()
+
+        def celery_processes_beating():
+            names = {name.split("@")[0] for name in client.hkeys(WORKER_HEARTBEATS_KEY)}
+            return {"maintenance", "backtests", "beat"} <= names and any(
+                name.startswith("worker-") for name in names
+            )
+
+        wait_until(celery_processes_beating, timeout=60, what="the Celery heartbeats", log=up.log)
+        beating = set(client.hkeys(WORKER_HEARTBEATS_KEY))
+
+        up.kill_and_expect_the_tree_to_end()
+        assert beating & set(client.hkeys(WORKER_HEARTBEATS_KEY)) == set(), "not a clean shutdown"
+
+
+@pytest.mark.slow
+def test_the_redis_a_sigkilled_up_started_ends_with_the_rest(start_up):
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing answers there: `up` starts a Redis
+    up = start_up(url)
+    tree = up.wait_for_the_whole_tree()
+    assert any(proc.name() == "redis-server" for proc in tree)
+
+    up.kill_and_expect_the_tree_to_end()
+    assert not redis_answers(url)
