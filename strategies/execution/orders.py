@@ -7,6 +7,9 @@
 2. The risk engine (`strategies.execution.risk.check`) decides on the book as the database holds
    it; the decision and its reason go to the audit log, and a daily loss limit reached moves that
    scope to REDUCING (`strategies.trading`). A refused order is stored as REJECTED with the rule.
+   The check and the rows it leads to hold the account's order lock (`lock_account`) until the
+   transaction ends, so two strategies (two processes) cannot both pass an account-wide limit
+   only one of them fits; paper orders also fill under it (the next check counts the position).
 3. Above the freeze quantity a live order is sent as several orders (whole lots, each with its own
    client order id and tag). All rows are written (NEW) before anything is sent (write-ahead).
 4. Each is sent to the venue (`UpstoxBroker` or `PaperVenue`): refused -> REJECTED with Upstox's
@@ -57,13 +60,15 @@ from strategies.execution.upstox import (
     UpstoxBroker,
     Venue,
 )
-from strategies.models import Fill, Order, OrderState, Position, StrategyConfig
+from strategies.models import Fill, Order, OrderState, Position, StrategyConfig, TradingState
 
 log = logging.getLogger(__name__)
 
 IST = services.IST
 PRICE_PLACES = services.PRICE_PLACES
 MAX_TAG = 20
+# pg_advisory_xact_lock key of the account's order lock (`lock_account`): any fixed 64-bit number.
+ACCOUNT_LOCK_KEY = 0x4F52444552  # "ORDER"
 
 
 class OrderConflict(Exception):
@@ -138,7 +143,7 @@ class PaperVenue:
             instrument_key=instrument_key,
             side=side.lower(),
             quantity=quantity,
-            ts_ms=int(ts.timestamp() * 1000),
+            ts_ms=round(ts.timestamp() * 1000),  # the exact millisecond the caller named
             order_type=PAPER_LIMIT if order_type == "LIMIT" else PAPER_MARKET,
             limit_price=price,
         )
@@ -362,24 +367,120 @@ def submit_order(
     now = now or timezone.now()
     actor = actor or strategy
     result = SubmitResult(venue=venue.name)
-    existing = Order.objects.filter(client_order_id=client_order_id).first()
-    if existing is not None:
-        siblings = [existing] + list(
-            Order.objects.filter(client_order_id__startswith=client_order_id[: MAX_TAG - 3] + "-").exclude(
-                pk=existing.pk
-            )
-        )
-        for order in siblings:
-            if send and order.state == OrderState.NEW:
-                _send(order, venue, actor=actor, now=now, resume=True)
-            order.refresh_from_db()
-        result.orders = siblings
-        return result
-
+    if Order.objects.filter(client_order_id=client_order_id).exists():
+        return _existing(result, client_order_id, venue, send=send, actor=actor, now=now)
     if lot_size is None or freeze_qty is None:
         known_lot, known_freeze = instrument_terms(instrument_key)
         lot_size = lot_size or known_lot
         freeze_qty = freeze_qty or known_freeze
+    with transaction.atomic():
+        # Account-wide limits hold across strategies and processes: the check and the rows it
+        # allows are one step, serialised for the account until the caller's transaction ends.
+        lock_account()
+        # Stored by another delivery while this one waited for the lock?
+        raced = Order.objects.filter(client_order_id=client_order_id).exists()
+        if not raced:
+            _gate_and_store(
+                result,
+                strategy=strategy,
+                client_order_id=client_order_id,
+                instrument_key=instrument_key,
+                side=side,
+                quantity=quantity,
+                venue=venue,
+                order_type=order_type,
+                price=price,
+                signal=signal,
+                actor=actor,
+                reason=reason,
+                emergency=emergency,
+                reduce_only=reduce_only,
+                now=now,
+                limits=limits,
+                lot_size=lot_size,
+                freeze_qty=freeze_qty,
+                detail=detail,
+            )
+            if send and result.decision.allowed and venue.name == PaperVenue.name:
+                # The paper broker answers in memory: its fills (the positions the next check
+                # counts) are stored under the same lock. A real broker is never called inside it.
+                send_orders(result.orders, venue, actor=actor, now=now)
+    if raced:
+        return _existing(result, client_order_id, venue, send=send, actor=actor, now=now)
+    if send and result.decision.allowed and venue.name != PaperVenue.name:
+        send_orders(result.orders, venue, actor=actor, now=now)
+    return result
+
+
+def _existing(
+    result: SubmitResult,
+    client_order_id: str,
+    venue: Venue,
+    *,
+    send: bool,
+    actor: services.ActorLike,
+    now: dt.datetime,
+) -> SubmitResult:
+    """An order already stored under this id (and its slices), as they stand; one still NEW is
+    sent now, after a look at the broker's book for its tag."""
+    existing = Order.objects.get(client_order_id=client_order_id)
+    siblings = [existing] + list(
+        Order.objects.filter(client_order_id__startswith=client_order_id[: MAX_TAG - 3] + "-").exclude(
+            pk=existing.pk
+        )
+    )
+    for order in siblings:
+        if send and order.state == OrderState.NEW:
+            _send(order, venue, actor=actor, now=now, resume=True)
+        order.refresh_from_db()
+    result.orders = siblings
+    return result
+
+
+def lock_account() -> None:
+    """Hold the account's order lock until the current transaction ends (commit or rollback).
+
+    PostgreSQL: a transaction-level advisory lock (`pg_advisory_xact_lock`), so a second process
+    checking an account-wide limit waits here, then reads the first one's committed rows. SQLite:
+    the database's single write lock; the settings begin every transaction IMMEDIATE (holding it
+    from the start), and a write here takes it in a transaction begun otherwise."""
+    from django.db import connection
+
+    if not connection.in_atomic_block:
+        raise RuntimeError("lock_account() outside a transaction would lock nothing")
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ACCOUNT_LOCK_KEY])
+        elif connection.vendor == "sqlite":
+            cursor.execute(f"UPDATE {TradingState._meta.db_table} SET id = id WHERE 0")
+        else:
+            raise NotImplementedError(f"no account lock on {connection.vendor}")
+
+
+def _gate_and_store(
+    result: SubmitResult,
+    *,
+    strategy: StrategyConfig,
+    client_order_id: str,
+    instrument_key: str,
+    side: str,
+    quantity: int,
+    venue: Venue,
+    order_type: str,
+    price: Decimal | None,
+    signal,
+    actor: services.ActorLike,
+    reason: str,
+    emergency: bool,
+    reduce_only: bool,
+    now: dt.datetime,
+    limits: risk.RiskLimits | None,
+    lot_size: int,
+    freeze_qty: int | None,
+    detail: Mapping[str, Any] | None,
+) -> None:
+    """The risk decision on the book as stored, audited, and the order rows it leads to (one
+    REJECTED row, or every slice NEW); under the account lock (`submit_order`)."""
     book = exposure(strategy, instrument_key, now=now)
     asked = quantity
     position = book.strategy_position
@@ -452,30 +553,27 @@ def submit_order(
                 actor=actor,
             )
         result.orders = [order]
-        return result
+        return
 
     slices = decision.slices if venue.splits_orders else (quantity,)
     ids = slice_ids(client_order_id, len(slices))
-    with transaction.atomic():  # write-ahead: every slice is stored before anything is sent
-        orders = [
-            services.create_order(
-                strategy=strategy,
-                client_order_id=coid,
-                instrument_key=instrument_key,
-                side=side,
-                quantity=qty,
-                order_type=order_type,
-                price=price,
-                broker=broker,
-                signal=signal,
-                actor=actor,
-            )
-            for coid, qty in zip(ids, slices, strict=True)
-        ]
+    # Write-ahead: every slice is stored before anything is sent.
+    orders = [
+        services.create_order(
+            strategy=strategy,
+            client_order_id=coid,
+            instrument_key=instrument_key,
+            side=side,
+            quantity=qty,
+            order_type=order_type,
+            price=price,
+            broker=broker,
+            signal=signal,
+            actor=actor,
+        )
+        for coid, qty in zip(ids, slices, strict=True)
+    ]
     result.orders = orders
-    if send:
-        send_orders(orders, venue, actor=actor, now=now)
-    return result
 
 
 def send_orders(
