@@ -7,8 +7,7 @@ after an exponential backoff (capped); the reason (exit code or signal) is logge
 child prints is copied to one output stream, prefixed with the child's name. On Linux every child
 also gets SIGTERM when the supervisor dies, however it dies (SIGKILL, the OOM killer), so no feed
 or worker outlives it: `exec_dying_with_parent` arms PR_SET_PDEATHSIG between fork and exec. What
-a child forked ends with it (Celery's pool processes have their own parent-death signal, the feed's
-history writer stops at EOF on its stdin).
+a child forked is the child's to stop (Celery's pool processes have their own parent-death signal).
 
 The supervisor is a plain class driven by `step()` (one non-blocking pass: reap, restart, escalate
 stops) so tests call its step methods directly, as healthchecks.io's `sendalerts` is tested; the

@@ -1,12 +1,13 @@
 """`up` killed with SIGKILL (the OOM killer, `kill -9`) takes everything it started with it.
 
 Every child the supervisor starts asks Linux for SIGTERM when its parent dies (PR_SET_PDEATHSIG,
-armed between fork and exec); what those children forked (Celery's pool processes, the feed's
-history writer) ends with them. First the mechanism on one child, then the whole of `up`.
+armed between fork and exec); what those children forked (Celery's pool processes) ends with
+them. First the mechanism on one child, then the whole of `up`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -132,6 +133,7 @@ class Up:
         self.log = root / "up.log"
         self.tree: list[psutil.Process] = []
         self.described: dict[int, str] = {}
+        self.groups: set[int] = set()
         env = child_env(
             VAR_DIR=str(root / "var"),
             HISTORY_DIR=str(root / "var" / "history"),
@@ -151,28 +153,28 @@ class Up:
             )
 
     def wait_for_the_whole_tree(self) -> list[psutil.Process]:
-        """Every process `up` started, once the web server answers and both prefork workers have
-        their pool processes and the feed its history writer."""
+        """Every process `up` started, once the web server answers, the feed runs and both prefork
+        workers have their pool processes."""
         wait_until(self._serving, timeout=90, what="/healthz", log=self.log)
 
         def whole_tree():
-            procs, cmdlines = psutil.Process(self.process.pid).children(recursive=True), []
+            procs, cmdlines, groups = psutil.Process(self.process.pid).children(recursive=True), [], set()
             for proc in procs:
                 try:
                     cmdlines.append(proc.cmdline())
-                except psutil.NoSuchProcess:
+                    groups.add(os.getpgid(proc.pid))
+                except (psutil.NoSuchProcess, ProcessLookupError):
                     return None  # a child is being restarted: look again
             pooled = [argv for argv in cmdlines if "--pool" in argv and "prefork" in argv]
-            feed_writer = any("persistence.writer_process" in argv for argv in cmdlines)
+            feed = any("runfeed" in argv for argv in cmdlines)
             # maintenance: its leader and one pool process; backtests: its leader and two.
-            if len(pooled) < 5 or not feed_writer:
+            if len(pooled) < 5 or not feed:
                 return None
             self.described = {proc.pid: shlex.join(argv) for proc, argv in zip(procs, cmdlines, strict=True)}
+            self.groups = groups - {os.getpgid(0)}
             return procs
 
-        self.tree = wait_until(
-            whole_tree, timeout=60, what="the pool processes and the feed's writer", log=self.log
-        )
+        self.tree = wait_until(whole_tree, timeout=60, what="the feed and the pool processes", log=self.log)
         return self.tree
 
     def _serving(self) -> bool:
@@ -185,14 +187,25 @@ class Up:
             return False
 
     def kill_and_expect_the_tree_to_end(self) -> None:
+        """SIGKILL `up`; within 20 s nothing of its tree is left, nor anything else in the process
+        groups of its children (what they forked after the tree was seen)."""
         self.process.kill()
         self.process.wait(timeout=10)
+
+        def left() -> list[str]:
+            procs = [proc for proc in self.tree if running(proc)]
+            for proc in psutil.process_iter():
+                try:
+                    if os.getpgid(proc.pid) in self.groups and running(proc) and proc not in procs:
+                        procs.append(proc)
+                except (ProcessLookupError, psutil.NoSuchProcess):
+                    pass
+            return [self.described.get(proc.pid, f"pid {proc.pid}") for proc in procs]
+
         deadline = time.monotonic() + 20
-        while (left := [proc.pid for proc in self.tree if running(proc)]) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert left == [], "still running 20 s after up was killed:\n" + "\n".join(
-            self.described[pid] for pid in left
-        )
+        while (still := left()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert still == [], "still running 20 s after up was killed:\n" + "\n".join(still)
 
     def clean_up(self) -> None:
         if self.process.poll() is None:
@@ -200,7 +213,10 @@ class Up:
             self.process.wait()
         for proc in self.tree:
             if running(proc):
-                proc.kill()
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    proc.kill()
 
 
 @pytest.fixture
