@@ -60,7 +60,7 @@ from strategies.execution.upstox import (
     UpstoxBroker,
     Venue,
 )
-from strategies.models import Fill, Order, OrderState, Position, StrategyConfig, TradingState
+from strategies.models import Fill, Order, OrderEvent, OrderState, Position, StrategyConfig, TradingState
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,9 @@ class OrderConflict(Exception):
 
 
 class PaperVenue:
-    """The paper broker behind the same interface as `UpstoxBroker`. Wraps a `PaperBroker` (which
-    is idempotent on the client order id, so wrapping a strategy's own broker that already placed
-    the order returns that order and its fills)."""
+    """The paper broker behind the same interface as `UpstoxBroker`. Wraps a `PaperBroker`, which
+    is idempotent on the client order id: a live worker's venue fills the order in the strategy's
+    own book, and the strategy placing the same id there afterwards gets that order and its fills."""
 
     name = "paper"
     splits_orders = False  # the paper broker fills above-freeze orders as slices itself
@@ -574,6 +574,19 @@ def _gate_and_store(
         for coid, qty in zip(ids, slices, strict=True)
     ]
     result.orders = orders
+
+
+def risk_refusal(client_order_id: str) -> str:
+    """Why the risk gate refused the stored order with this id: its reason, or "" when the gate let
+    it through (or no such order is stored). A worker replaying decisions already stored asks it."""
+    event = (
+        OrderEvent.objects.filter(
+            order__client_order_id=client_order_id, to_state=OrderState.REJECTED, detail__has_key="risk"
+        )
+        .values_list("detail", flat=True)
+        .first()
+    )
+    return (event.get("message") or event["risk"]) if event else ""
 
 
 def send_orders(

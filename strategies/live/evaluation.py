@@ -14,24 +14,27 @@ tick's (the tick that made the decision possible), which keys the stored signal 
 redelivered range harmless. Orders: an entry buys the CE (long) or PE (short) of the listed strike
 at the money, or `strike_offset` strikes in/out of it, of the nearest eligible expiry, lots x lot
 size from the instrument master; the matching exit (stop, target, square-off by the strategy) sells
-it. Fills come from the PaperBroker: the opposite side of the book when the option's own tick (from
-the feed) carries a bid/ask, else last price ± slippage; without a recent option tick the premium
-is MODELLED (Black-Scholes at the configured IV) and every order says which (`premium_source`).
+it. Every order first passes the injected `gate` (the worker's risk gate, which also stores it);
+one the gate refuses never reaches the paper book, so no position opens and the signal that would
+have closed it makes no order. Fills come from the PaperBroker: the opposite side of the book when
+the option's own tick (from the feed) carries a bid/ask, else last price ± slippage; without a
+recent option tick the premium is MODELLED (Black-Scholes at the configured IV) and every order
+says which (`premium_source`).
 At `square_off` any option position still open is sold (a safety net behind the strategy's own
 square-off). Client order ids are derived from (strategy, instrument, stream id, kind), so a
 rebuilt worker makes the same ids and the database refuses duplicates.
 
 Pure Python: no Django, Celery or Redis here. Market data for options arrives through an injected
 `quotes(instrument_key, deciding_stream_id, deciding_ts_ms) -> Tick | None` (the option's last tick
-at or before the deciding tick); the worker (`strategies.live.worker`)
-supplies it.
+at or before the deciding tick) and orders pass an injected `gate(order) -> refusal` (see
+`OrderGate`); the worker (`strategies.live.worker`) supplies both.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -85,6 +88,11 @@ class LiveOrder:
     signal: LiveSignal | None = None  # None for the square-off
     fill: Fill | None = None
     rejected: str = ""
+
+
+# Called with an order about to be placed (its fill still None), before the paper book sees it:
+# returns "" to let it through, else why it was refused (then the paper book never holds it).
+OrderGate = Callable[[LiveOrder], str]
 
 
 @dataclass(slots=True)
@@ -177,6 +185,7 @@ class LiveStrategy:
         quotes: QuoteSource | None = None,
         square_off: time | None = DEFAULT_SQUARE_OFF,
         version: int = 0,
+        gate: OrderGate | None = None,
     ) -> None:
         self.slug = slug
         self.strategy_cls = strategy_cls
@@ -185,6 +194,7 @@ class LiveStrategy:
         self.quotes = quotes
         self.square_off = square_off
         self.version = version
+        self.gate = gate
         self.model = PremiumModel(self.options.iv, self.options.rate)
         # The strategy's own exits and the square-off above close positions; the broker's built-in
         # square-off (with ids too long for a broker tag) stays off.
@@ -382,22 +392,17 @@ class LiveStrategy:
     def _order(self, contract, side, qty, ts_ms, sid, kind, reason, live, run) -> LiveOrder:
         source = self._quote(contract, sid, run.last_ts_ms or ts_ms, run.last_price or live.signal.price)
         coid = client_order_id(self.slug, run.instrument_key, sid, kind)
+        proposed = LiveOrder(coid, contract.instrument_key, side, qty, ts_ms, contract, source, reason, live)
+        refused = self.gate(proposed) if self.gate is not None else ""
+        if refused:
+            return replace(proposed, rejected=refused)
+        # Idempotent on the id: the order the gate's paper venue already placed here, if it did.
         placed = self.broker.place(
             OrderRequest(coid, self.slug, contract.instrument_key, side, qty, ts_ms, tag=kind)
         )
         fill = placed.fills[-1] if placed.state == FILLED and placed.fills else None
-        return LiveOrder(
-            coid,
-            contract.instrument_key,
-            side,
-            qty,
-            ts_ms,
-            contract,
-            source,
-            reason,
-            live,
-            fill,
-            "" if fill is not None else placed.reason or placed.state,
+        return replace(
+            proposed, fill=fill, rejected="" if fill is not None else placed.reason or placed.state
         )
 
     def _rejected(self, run: InstrumentRun, live: LiveSignal, why: str) -> LiveOrder:

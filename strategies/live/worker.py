@@ -19,15 +19,18 @@ per process, holding `{slug: LiveStrategy}` in memory. For each `strategies.task
 3. It reads each named stream from its last processed id (exclusive) up to the end of the task's
    range (`XRANGE`), so a lost or expired task only delays ticks, never skips them, and a
    redelivered task (ids at or below the checkpoint) reads nothing: a no-op.
-4. Signals, orders and the new checkpoints are stored in ONE transaction; if it fails the
-   in-memory strategy is dropped (it is ahead of the database) and rebuilt by the next task. Orders
-   take the one order path, `strategies.execution.orders.submit_strategy_order`: risk gate, then
-   the strategy's own paper broker (which already filled it here) or Upstox when the strategy is
-   live, then the state machine (`services.order_transition` / `record_fill`, which keep positions
-   per strategy and day). An order the risk gate refuses is REJECTED in the database while this
-   process's paper book still counts it (the exit of a refused entry is then refused as well, as
-   reduce-only); that is why the positions and PnL pushed to the dashboard are read from the
-   database (`book_figures`), the paper book only marking open quantities.
+4. Reading, evaluating and storing the signals, orders and new checkpoints are ONE transaction;
+   if it fails the in-memory strategy is dropped (it is ahead of the database) and rebuilt by the
+   next task. An order takes the one order path the moment the strategy makes it, before the paper
+   book sees it (`LiveStrategy.gate`): `strategies.execution.orders.submit_strategy_order` — risk
+   gate under the account's order lock, rows written, then the strategy's own paper broker (which
+   fills it in this process's book) or Upstox when the strategy is live (sent after the commit;
+   the paper book then shadows it), then the state machine (`services.order_transition` /
+   `record_fill`, which keep positions per strategy and day). An order the gate refuses is stored
+   REJECTED with the rule and never reaches the paper book: no position opens, the exit signal
+   that would have closed it makes no order, and a rebuild (whose replay asks the stored decisions,
+   `orders.risk_refusal`) draws the same book. The positions and PnL pushed to the dashboard are
+   read from the database (`book_figures`), the paper book only marking open quantities.
 5. After the commit (`transaction.on_commit`) one message goes to the Channels group
    `feeds.groups.STRATEGY_GROUP` (`strategy_update_message` documents its shape), when something
    happened or at most once a second otherwise: one `async_to_sync(group_send)` per task, never
@@ -44,6 +47,7 @@ transaction.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import defaultdict
@@ -51,7 +55,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from datetime import time as dt_time
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from django.conf import settings
@@ -63,6 +67,9 @@ from strategies.backtest.runner import OptionFillConfig
 from strategies.base import Candle, session_date_of
 from strategies.execution.charges import BUY, SELL
 from strategies.live.evaluation import LiveOrder, LiveSignal, LiveStrategy
+
+if TYPE_CHECKING:
+    from strategies.models import Signal
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +120,25 @@ class Evaluation:
             "skipped": self.skipped,
             "checkpoints": self.checkpoints,
         }
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What one task has stored so far, while its transaction is open."""
+
+    config: Any
+    live: LiveStrategy
+    result: Evaluation
+    signals: dict[tuple[str, str, str], Signal] = field(default_factory=dict)  # by (key, stream id, kind)
+    orders: dict[str, Any] = field(default_factory=dict)  # client order id -> Order decided now
+
+
+def _stored_decision(order: LiveOrder) -> str:
+    """The gate while replaying ticks whose orders are already stored: the risk gate's refusal
+    then ("" when it let the order through, or for an order never stored)."""
+    from strategies.execution.orders import risk_refusal
+
+    return risk_refusal(order.client_order_id)
 
 
 def _raw_entries(response, **options):
@@ -194,12 +220,18 @@ class StrategyWorker:
             live = self._rebuild(config, ranges, prefix)
             self.live[slug] = live
             result.rebuilt = True
+        batch = _Batch(config, live, result)
         try:
-            events, upto = self._read_and_evaluate(live, config, ranges, prefix)
-            result.ticks = sum(n for n, _ in upto.values())
-            if not events and not upto:
-                return result
-            self._store(config, live, events, upto, result, prefix)
+            with transaction.atomic():
+                live.gate = functools.partial(self._submit, batch)
+                try:
+                    events, upto = self._read_and_evaluate(live, config, ranges, prefix)
+                finally:
+                    live.gate = _stored_decision
+                result.ticks = sum(n for n, _ in upto.values())
+                if not events and not upto:
+                    return result
+                self._store(batch, events, upto, prefix)
         except BaseException:
             # The in-memory state may be ahead of the database now: rebuild it next time.
             self.live.pop(slug, None)
@@ -231,6 +263,7 @@ class StrategyWorker:
             quotes=self._quote_source(prefix),
             square_off=dt_time.fromisoformat(getattr(settings, "SQUARE_OFF_TIME", "15:20")),
             version=config.version,
+            gate=_stored_decision,
         )
 
     def _quote_source(self, prefix: str):
@@ -315,8 +348,17 @@ class StrategyWorker:
         return live
 
     def _position(self, live: LiveStrategy, config, key: str, ranges: dict[str, Any], prefix: str) -> None:
-        """Bring one instrument's state to where the database says it is (see the module doc).
-        Left unpositioned (till a task names its stream) when it has neither checkpoint nor range."""
+        """Bring one instrument's state to where the database says it is (see the module doc),
+        its replayed orders passing or failing the gate as they did when they were stored."""
+        gate, live.gate = live.gate, _stored_decision
+        try:
+            self._replay(live, config, key, ranges, prefix)
+        finally:
+            live.gate = gate
+
+    def _replay(self, live: LiveStrategy, config, key: str, ranges: dict[str, Any], prefix: str) -> None:
+        """Replay one instrument up to its checkpoint. Left unpositioned (till a task names its
+        stream) when it has neither checkpoint nor range."""
         from strategies.models import AuditEvent, StrategyCheckpoint
         from strategies.services import record_audit
 
@@ -432,58 +474,70 @@ class StrategyWorker:
         return out
 
     # --- storing -------------------------------------------------------------------------------
-    def _store(self, config, live: LiveStrategy, events, upto, result: Evaluation, prefix: str) -> None:
-        from strategies import services
-        from strategies.execution.orders import submit_strategy_order
+    def _submit(self, batch: _Batch, order: LiveOrder) -> str:
+        """The gate of a task's orders (`LiveStrategy.gate`), inside its transaction: the signal
+        behind the order is stored first, then the order takes the one order path (H10): risk gate
+        -> broker (the strategy's own paper broker, filling it in this process's book, or Upstox
+        when live: sent after the commit) -> state machine, audited. Returns the gate's refusal."""
+        from strategies.execution.orders import risk_refusal, submit_strategy_order
 
-        with transaction.atomic():
-            stored_signals: dict[tuple[str, str, str], Any] = {}
-            for event in events:
-                if isinstance(event, LiveSignal):
-                    row, created = services.record_signal(
-                        config, **services.signal_record(event.signal, stream_id=event.stream_id)
-                    )
-                    stored_signals[(event.signal.instrument_key, event.stream_id, event.signal.kind)] = row
-                    if created:
-                        result.signals.append(row)
-                    continue
-                if event.quantity <= 0:
-                    log.warning("strategy %s: no option order for a signal: %s", config.slug, event.rejected)
-                    continue
-                signal = None
-                if event.signal is not None:
-                    s = event.signal
-                    signal = stored_signals.get((s.signal.instrument_key, s.stream_id, s.signal.kind))
-                detail = {
-                    "reason": event.reason,
-                    "premium_source": event.premium_source,
-                    "trading_symbol": event.contract.trading_symbol,
-                }
-                # The one path every order takes (H10): risk gate -> broker (the strategy's own
-                # paper broker, which already holds this order, or Upstox when live: sent after
-                # this transaction commits) -> state machine, audited.
-                submitted = submit_strategy_order(
-                    strategy=config,
-                    paper=live.broker,
-                    client_order_id=event.client_order_id,
-                    instrument_key=event.instrument_key,
-                    side=event.side.upper(),
-                    quantity=event.quantity,
-                    signal=signal,
-                    reason=event.reason,
-                    reduce_only=event.signal is None or event.signal.signal.kind != "entry",
-                    now=datetime.fromtimestamp(event.ts_ms / 1000, tz=IST),
-                    lot_size=event.contract.lot_size,
-                    detail=detail | ({"rejected": event.rejected} if event.rejected else {}),
-                )
-                if submitted.decision is not None:  # stored now (a redelivery returns None)
-                    result.orders.append((submitted.orders[0], event))
-            for stream_key, (_, last_id) in upto.items():
-                services.advance_checkpoint(config, stream_key=stream_key, last_stream_id=last_id)
-                result.checkpoints[stream_key] = last_id
-            message = self._message_if_due(config, live, result, prefix)
-            if message is not None:
-                transaction.on_commit(lambda: self.push(message, prefix))
+        signal = self._store_signal(batch, order.signal) if order.signal is not None else None
+        submitted = submit_strategy_order(
+            strategy=batch.config,
+            paper=batch.live.broker,
+            client_order_id=order.client_order_id,
+            instrument_key=order.instrument_key,
+            side=order.side.upper(),
+            quantity=order.quantity,
+            signal=signal,
+            reason=order.reason,
+            reduce_only=order.signal is None or order.signal.signal.kind != "entry",
+            now=datetime.fromtimestamp(order.ts_ms / 1000, tz=IST),
+            lot_size=order.contract.lot_size,
+            detail={
+                "reason": order.reason,
+                "premium_source": order.premium_source,
+                "trading_symbol": order.contract.trading_symbol,
+            },
+        )
+        if submitted.decision is None:  # stored before (a redelivery): as it was decided then
+            return risk_refusal(order.client_order_id)
+        batch.orders[order.client_order_id] = submitted.orders[0]
+        return "" if submitted.decision.allowed else submitted.decision.reason
+
+    @staticmethod
+    def _store_signal(batch: _Batch, event: LiveSignal) -> Signal:
+        from strategies import services
+
+        key = (event.signal.instrument_key, event.stream_id, event.signal.kind)
+        if key not in batch.signals:
+            row, created = services.record_signal(
+                batch.config, **services.signal_record(event.signal, stream_id=event.stream_id)
+            )
+            batch.signals[key] = row
+            if created:
+                batch.result.signals.append(row)
+        return batch.signals[key]
+
+    def _store(self, batch: _Batch, events, upto, prefix: str) -> None:
+        """The rest of the task, in its transaction: signals that made no order, the orders decided
+        (for the dashboard), the checkpoints, and the dashboard message after the commit."""
+        from strategies import services
+
+        config, result = batch.config, batch.result
+        for event in events:
+            if isinstance(event, LiveSignal):
+                self._store_signal(batch, event)
+            elif event.client_order_id in batch.orders:
+                result.orders.append((batch.orders[event.client_order_id], event))
+            elif event.quantity <= 0:
+                log.warning("strategy %s: no option order for a signal: %s", config.slug, event.rejected)
+        for stream_key, (_, last_id) in upto.items():
+            services.advance_checkpoint(config, stream_key=stream_key, last_stream_id=last_id)
+            result.checkpoints[stream_key] = last_id
+        message = self._message_if_due(config, batch.live, result, prefix)
+        if message is not None:
+            transaction.on_commit(lambda: self.push(message, prefix))
 
     # --- pushing -------------------------------------------------------------------------------
     def _message_if_due(self, config, live: LiveStrategy, result: Evaluation, prefix: str) -> dict | None:

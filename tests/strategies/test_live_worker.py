@@ -447,7 +447,7 @@ def test_the_dashboard_gets_the_stored_book_not_orders_the_risk_gate_refused(
         for ranges in claim_checks(prefix, ids[NIFTY]):
             worker.evaluate("refused", ranges, prefix=prefix)
     orders = [o for m in sent for o in m["orders"]]
-    assert [o["state"] for o in orders] == ["rejected", "rejected"]
-    assert worker.live["refused"].broker.positions()  # the paper book filled them in memory ...
-    assert sent[-1]["positions"] == []  # ... the stored book, which the panel shows, has nothing
+    assert [o["state"] for o in orders] == ["rejected"]  # the entry; its exit signal orders nothing
+    assert worker.live["refused"].broker.positions() == []  # the paper book never held it
+    assert sent[-1]["positions"] == []
     assert sent[-1]["pnl"]["net"] == "0.00"

@@ -1,6 +1,7 @@
-"""The live strategy worker's orders go through the risk gate: a halted account or a limit stores
-them as rejected with the rule, the exit of a refused entry is refused too (reduce-only), and no
-position appears. Uses the worker tests' simulated day and helpers (real Redis, real database)."""
+"""The live strategy worker's orders go through the risk gate before its paper book: a halted
+account or a limit stores the entry as rejected with the rule, the paper book never holds it, the
+exit signal of that entry makes no order, and a worker restarted after the refusal rebuilds the
+same book and records. Uses the worker tests' simulated day and helpers (real Redis, real database)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,16 @@ import pytest
 import redis as redis_lib
 
 from strategies import trading
-from strategies.live.worker import StrategyWorker
-from strategies.models import AuditEvent, Order, OrderState, Position
-from tests.strategies.test_live_worker import NIFTY, claim_checks, make_config, publish, session_ticks
+from strategies.live.worker import StrategyWorker, stream_position
+from strategies.models import AuditEvent, Order, OrderState, Position, Signal, StrategyCheckpoint
+from tests.strategies.test_live_worker import (
+    NIFTY,
+    claim_checks,
+    make_config,
+    publish,
+    session_ticks,
+    stored,
+)
 
 
 @pytest.fixture
@@ -38,7 +46,14 @@ def run_day(redis_client, prefix, slug):
     worker = StrategyWorker(redis_client)
     for ranges in claim_checks(prefix, ids[NIFTY]):
         worker.evaluate(slug, ranges, prefix=prefix)
-    return config
+    return config, worker
+
+
+def assert_book_empty(worker, slug) -> None:
+    """The worker's in-memory paper book: no order, no position, nothing held."""
+    live = worker.live[slug]
+    assert live.broker.positions() == [] and live.broker.fills == []
+    assert live.runs[NIFTY].option is None
 
 
 def risk_rules(config) -> list[tuple[str, str, str]]:
@@ -53,30 +68,58 @@ def test_a_halted_account_refuses_the_workers_orders(redis_client, prefix):
     trading.set_state(
         trading.ACCOUNT, trading.HALTED, actor="test", reason="drill", source=trading.SOURCE_USER
     )
-    config = run_day(redis_client, prefix, "gate-halted")
-    assert risk_rules(config) == [
-        ("BUY", OrderState.REJECTED, "halted"),
-        ("SELL", OrderState.REJECTED, "halted"),
-    ]
-    assert not Position.objects.filter(strategy=config).exclude(net_quantity=0).exists()
-    assert AuditEvent.objects.filter(action="risk.blocked", actor=config.slug).count() == 2
+    config, worker = run_day(redis_client, prefix, "gate-halted")
+    assert risk_rules(config) == [("BUY", OrderState.REJECTED, "halted")]
+    assert not Position.objects.filter(strategy=config).exists()
+    assert AuditEvent.objects.filter(action="risk.blocked", actor=config.slug).count() == 1
+    assert_book_empty(worker, "gate-halted")
 
 
 @pytest.mark.django_db
-def test_a_limit_refuses_the_entry_and_then_its_exit(redis_client, prefix, settings):
-    settings.RISK_LIMITS = {"strategy_max_open_lots": 0, "entry_cutoff": None, "square_off": None}
-    config = run_day(redis_client, prefix, "gate-lots")
-    assert risk_rules(config) == [
-        ("BUY", OrderState.REJECTED, "open_lots"),
-        ("SELL", OrderState.REJECTED, "reduce_only"),
-    ]
-    assert not Position.objects.filter(strategy=config).exclude(net_quantity=0).exists()
+def test_a_refused_entry_never_reaches_the_paper_book_and_its_exit_makes_no_order(
+    redis_client, prefix, settings
+):
+    settings.RISK_LIMITS = {"max_open_positions": 0, "entry_cutoff": None, "square_off": None}
+    ticks, _ = session_ticks()
+    ids = publish(redis_client, prefix, ticks)
+    checks = list(claim_checks(prefix, ids[NIFTY]))
+    reference = make_config("gate-ref")
+    whole = StrategyWorker(redis_client)
+    for ranges in checks:
+        whole.evaluate("gate-ref", ranges, prefix=prefix)
+
+    # The entry is stored REJECTED with the limit's rule and reason; nothing else is ordered.
+    (refused,) = Order.objects.filter(strategy=reference)
+    assert (refused.side, refused.state) == ("BUY", OrderState.REJECTED)
+    assert refused.events.last().detail == {"risk": "open_positions", "message": "0 positions open (limit 0)"}
+    entry, exit_signal = Signal.objects.filter(strategy=reference).order_by("ts")
+    assert (entry.kind, exit_signal.kind) == ("entry", "exit") and refused.signal == entry
+    assert not Order.objects.filter(signal=exit_signal).exists()  # the exit signal: no order
+    assert not Position.objects.filter(strategy=reference).exists()
+    assert_book_empty(whole, "gate-ref")
+    assert StrategyCheckpoint.objects.get(strategy=reference).last_stream_id == ids[NIFTY][-1]
+
+    # A worker killed after storing the refusal, restarted before the exit: it rebuilds the same
+    # (empty) book from the checkpoint, and ends with exactly the uninterrupted run's records.
+    at = stream_position(entry.stream_id)
+    refused_at = next(i for i, r in enumerate(checks) if at <= stream_position(next(iter(r.values()))[1]))
+    assert at < stream_position(exit_signal.stream_id)
+    interrupted = make_config("gate-killed")
+    first = StrategyWorker(redis_client)
+    for ranges in checks[: refused_at + 1]:
+        first.evaluate("gate-killed", ranges, prefix=prefix)
+    assert Order.objects.filter(strategy=interrupted, state=OrderState.REJECTED).count() == 1
+    second = StrategyWorker(redis_client)
+    results = [second.evaluate("gate-killed", ranges, prefix=prefix) for ranges in checks[refused_at:]]
+    assert results[0].rebuilt and results[0].ticks == 0
+    assert_book_empty(second, "gate-killed")
+    assert stored(interrupted) == stored(reference)
 
 
 @pytest.mark.django_db
 def test_within_limits_the_worker_trades_as_before(redis_client, prefix, settings):
     settings.RISK_LIMITS = {"entry_cutoff": None, "square_off": None}
-    config = run_day(redis_client, prefix, "gate-open")
+    config, _ = run_day(redis_client, prefix, "gate-open")
     assert risk_rules(config) == [("BUY", OrderState.FILLED, ""), ("SELL", OrderState.FILLED, "")]
     allowed = AuditEvent.objects.filter(action="risk.allowed", actor=config.slug).order_by("ts", "id")
     assert [e.detail["closing"] for e in allowed] == [False, True]
