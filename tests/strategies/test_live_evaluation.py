@@ -113,3 +113,24 @@ def test_a_strategy_on_a_future_signals_but_buys_no_option():
     assert [e.signal.kind for e in events if isinstance(e, LiveSignal)] == ["entry", "exit"]
     (refused,) = [e for e in events if isinstance(e, LiveOrder)]
     assert refused.quantity == 0 and refused.fill is None and "unknown underlying" in refused.rejected
+
+
+def test_the_gate_decides_before_the_paper_book(ticks):
+    """Every order asks the gate first: one it refuses never reaches the paper book (no fill, no
+    position), so the exit signal of a refused entry makes no order at all."""
+    asked = []
+
+    def refuse_entries(order: LiveOrder) -> str:
+        asked.append(order)
+        assert order.fill is None and not order.rejected  # asked before the paper book saw it
+        return "no entries today" if order.side == "buy" else ""
+
+    live = LiveStrategy("ib_breakout", REGISTRY["ib_breakout"], [NIFTY], gate=refuse_entries)
+    events = live.on_ticks(NIFTY, [(f"{1000 + i}-0", t) for i, t in enumerate(ticks)])
+    orders = [e for e in events if isinstance(e, LiveOrder)]
+    kinds = [e.signal.kind for e in events if isinstance(e, LiveSignal)]
+    assert "entry" in kinds and "exit" in kinds
+    assert orders and all(o.side == "buy" and o.rejected == "no entries today" for o in orders)
+    assert all(o.fill is None for o in orders)
+    assert [a.client_order_id for a in asked] == [o.client_order_id for o in orders]  # each asked once
+    assert live.broker.positions() == [] and live.broker.fills == []
