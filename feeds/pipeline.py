@@ -29,7 +29,9 @@ import json
 import logging
 import operator
 import os
+import sys
 import time
+from array import array
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,7 +40,7 @@ import msgpack
 
 from feeds.groups import FEED_STATUS_KEY, LAST_SNAPSHOT_KEY, MARKET_GROUP, tick_stream_key
 from feeds.sources import OPEN, PRE_OPEN, TickSource
-from feeds.ticks import Tick, unpack_tick
+from feeds.ticks import Tick, tick_fields, unpack_tick
 from persistence.store import session_day_of
 
 log = logging.getLogger(__name__)
@@ -56,31 +58,33 @@ STREAM_FLUSH_MS = 100
 XADD_CHUNK = 5_000
 # Ticks kept for the streams while Redis is unreachable (the store still gets every tick).
 STREAM_BACKLOG_MAX = 1_000_000
-# The stream payload is exactly `feeds.ticks.pack_tick(t)`, msgpack of `Tick.to_row()`: msgpack
-# writes tuples as arrays, so packing the fields straight off the tick (depth's tuples included)
-# gives the same bytes without building the row's lists per tick (tested against pack_tick).
-_tick_row = operator.attrgetter(
-    "instrument_key",
-    "ts_ms",
-    "ltp",
-    "ltq",
-    "volume",
-    "oi",
-    "bid",
-    "bid_qty",
-    "ask",
-    "ask_qty",
-    "close_prev",
-    "depth",
-)
-# KEYS[i] is tick i's stream, ARGV[1] the approximate MAXLEN, ARGV[i + 1] tick i (msgpack).
+_instrument_key = operator.attrgetter("instrument_key")
+_ts_ms = operator.attrgetter("ts_ms")
+# One call per chunk of ticks, in four arguments whatever the chunk's size (a command of thousands
+# of arguments cost the loop more to build and its reply more to parse than the XADDs themselves):
+# KEYS are the chunk's distinct streams; ARGV[1] the approximate MAXLEN; ARGV[2] the ticks'
+# payloads back to back; ARGV[3] per tick its stream's index into KEYS (uint16, little-endian);
+# ARGV[4] per tick its payload's length (uint32, little-endian). Each tick is XADDed to its stream
+# in order, as field `t`. Returns per stream the first and last id added: 2 * #KEYS values.
 XADD_LUA = """
-local ids = {}
-local maxlen = ARGV[1]
-for i = 1, #KEYS do
-  ids[i] = redis.call('XADD', KEYS[i], 'MAXLEN', '~', maxlen, '*', 't', ARGV[i + 1])
+local maxlen, blob, index, lengths = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local first, last = {}, {}
+local pos = 1
+for i = 1, #index / 2 do
+  local lo, hi = string.byte(index, 2 * i - 1, 2 * i)
+  local k = lo + 256 * hi + 1
+  local size = struct.unpack('<I4', lengths, 4 * i - 3)
+  local id = redis.call('XADD', KEYS[k], 'MAXLEN', '~', maxlen, '*', 't', string.sub(blob, pos, pos + size - 1))
+  pos = pos + size
+  if first[k] == nil then first[k] = id end
+  last[k] = id
 end
-return ids
+local out = {}
+for k = 1, #KEYS do
+  out[2 * k - 1] = first[k]
+  out[2 * k] = last[k]
+end
+return out
 """
 
 
@@ -92,9 +96,35 @@ class FlushReport:
     ranges: dict[str, tuple[str, str]]
     ticks: int
     last_tick_ms: int
+    cut_at: float = 0.0  # wall time (time.time()) the batch was taken from the buffer
 
 
 FlushHook = Callable[[FlushReport], Awaitable[None] | None]
+
+
+@dataclass(slots=True)
+class _Columns:
+    """Ticks on their way to the streams as parallel columns: instrument key, exchange time (ms)
+    and payload (`feeds.ticks.pack_tick` bytes). Columns, not Tick objects, so that a source that
+    already holds packed ticks (the Upstox decoder process) costs no Python step per tick here."""
+
+    keys: list[str] = field(default_factory=list)
+    ts: list[int] = field(default_factory=list)
+    payloads: list[bytes] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.payloads)
+
+    def extend(self, keys: list[str], ts: list[int], payloads: list[bytes]) -> None:
+        self.keys.extend(keys)
+        self.ts.extend(ts)
+        self.payloads.extend(payloads)
+
+    def __add__(self, other: _Columns) -> _Columns:
+        return _Columns(self.keys + other.keys, self.ts + other.ts, self.payloads + other.payloads)
+
+    def slice(self, start: int | None, stop: int | None = None) -> _Columns:
+        return _Columns(self.keys[start:stop], self.ts[start:stop], self.payloads[start:stop])
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +279,8 @@ class FeedPipeline:
         # Options whose last price and OI feed the compact per-underlying summary in full snapshots.
         self.options = dict(options or {})
         self._option_state: dict[str, tuple[float, float]] = {}
+        # The instruments whose ticks update that state; every other tick costs no Python step.
+        self._watched = frozenset(self.quotes) | frozenset(self.options)
         # Strategy dispatch hooks in here: each is called after every stream batch (~100 ms) with
         # the stream ranges it wrote ("send each enabled strategy a task naming the stream range").
         self.on_flush: list[FlushHook] = []
@@ -263,8 +295,11 @@ class FeedPipeline:
         }
         self.last_tick_ms = 0
         self._last_tick_wall = time.monotonic()
-        self._pending: list[Tick] = []  # for the history store
-        self._stream_pending: list[Tick] = []  # for the Redis Streams (when there is a Redis)
+        # Each tick is packed once, on arrival (`feeds.ticks.pack_tick`'s bytes): the history store
+        # is sent those bytes and each stream entry is them.
+        self._pack = msgpack.Packer(use_bin_type=True).pack
+        self._pending: list[bytes] = []  # for the history store
+        self._stream_pending = _Columns()  # for the Redis Streams (when there is a Redis)
         self._changed: set[str] = set()
         self._stream_keys: dict[str, str] = {}
         # Resuming after a restart: per instrument, the exchange time of the last tick its stream
@@ -275,7 +310,7 @@ class FeedPipeline:
         self._resume_mark: dict[str, int] = {}
         self._resume_checked: set[str] = set()
         self._xadd_script = None
-        self._stream_backlog: list[Tick] = []
+        self._stream_backlog = _Columns()
         self._logged_failure: dict[str, float] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history-writer")
         self._store_lock = asyncio.Lock()
@@ -288,30 +323,57 @@ class FeedPipeline:
 
     # --- TickSink ------------------------------------------------------------------------------
     def put(self, ticks: Iterable[Tick]) -> None:
-        # Hot path (every frame, on the loop thread): the buffers grow by C-level extends and the
-        # per-tick Python work is one comparison and one dict probe; only the few instruments the
-        # dashboard shows (or whose options it summarises) cost more.
+        # Hot path (every frame, on the loop thread): each tick is packed once and the buffers grow
+        # by C-level maps and extends; only the few instruments the dashboard shows (or whose
+        # options it summarises) cost a Python step each.
         if not isinstance(ticks, list):
             ticks = list(ticks)
         if not ticks:
             return
-        self._pending.extend(ticks)
+        if self.writer is not None or self.redis is not None:
+            packed = list(map(self._pack, map(tick_fields, ticks)))
+            if self.writer is not None:
+                self._pending.extend(packed)
+            if self.redis is not None:
+                self._stream_pending.extend(
+                    list(map(_instrument_key, ticks)), list(map(_ts_ms, ticks)), packed
+                )
+        watched = self._watched
+        if watched:
+            self._note(t for t in ticks if t.instrument_key in watched)
+        self._arrived(len(ticks), max(map(_ts_ms, ticks)))
+
+    def put_packed(self, keys: list[str], ts: list[int], payloads: list[bytes]) -> None:
+        """`put` for ticks a source already holds packed: parallel lists of instrument key,
+        exchange time (ms) and `feeds.ticks.pack_tick` bytes, in arrival order. No Tick is built
+        but for the instruments the dashboard watches (the Upstox decoder process sends these)."""
+        if not payloads:
+            return
+        if self.writer is not None:
+            self._pending.extend(payloads)
         if self.redis is not None:
-            self._stream_pending.extend(ticks)
+            self._stream_pending.extend(keys, ts, payloads)
+        watched = self._watched
+        if watched and not watched.isdisjoint(keys):
+            self._note(unpack_tick(p) for k, p in zip(keys, payloads, strict=True) if k in watched)
+        self._arrived(len(payloads), max(ts))
+
+    def _note(self, ticks: Iterable[Tick]) -> None:
+        """Update the dashboard's conflated state from the ticks of watched instruments."""
         quotes = self.quotes
-        options = self.options
-        last = self.last_tick_ms
         for t in ticks:
-            if t.ts_ms > last:
-                last = t.ts_ms
             key = t.instrument_key
-            if key in quotes:
-                quotes[key].update(t)
+            quote = quotes.get(key)
+            if quote is not None:
+                quote.update(t)
                 self._changed.add(key)
-            elif key in options:
+            else:
                 self._option_state[key] = (t.ltp, t.oi)
-        self.stats.ticks_in += len(ticks)
-        self.last_tick_ms = last
+
+    def _arrived(self, count: int, newest_ms: int) -> None:
+        self.stats.ticks_in += count
+        if newest_ms > self.last_tick_ms:
+            self.last_tick_ms = newest_ms
         self._last_tick_wall = time.monotonic()
 
     def set_status(self, **fields: object) -> None:
@@ -427,12 +489,11 @@ class FeedPipeline:
         """XADD what arrived since the last call (every `stream_ms`: the live path strategies wait
         on), then tell the `on_flush` hooks which stream ranges were written."""
         async with self._stream_lock:
-            batch = self._stream_pending
-            self._stream_pending = []
+            cut_at = time.time()
+            batch, self._stream_pending = self._stream_pending, _Columns()
             if self._stream_backlog:
                 # Ticks a failed XADD left behind go first, so each stream stays in order.
-                batch = self._stream_backlog + batch
-                self._stream_backlog = []
+                batch, self._stream_backlog = self._stream_backlog + batch, _Columns()
             if not batch or self.redis is None:
                 return
             started = time.perf_counter()
@@ -441,11 +502,11 @@ class FeedPipeline:
             except Exception:
                 # Redis away: keep the ticks (bounded), retry next time; the store is unaffected.
                 self.stats.stream_errors += 1
-                self._stream_backlog = batch[-STREAM_BACKLOG_MAX:]
+                self._stream_backlog = batch.slice(-STREAM_BACKLOG_MAX)
                 raise
             self.stats.stream_flush_ms.append((time.perf_counter() - started) * 1000.0)
             self.stats.stream_flushes += 1
-            report = FlushReport(ranges=ranges, ticks=len(batch), last_tick_ms=batch[-1].ts_ms)
+            report = FlushReport(ranges=ranges, ticks=len(batch), last_tick_ms=batch.ts[-1], cut_at=cut_at)
             for hook in list(self.on_flush):
                 result = hook(report)
                 if inspect.isawaitable(result):
@@ -478,51 +539,44 @@ class FeedPipeline:
             self.stats.flushes += 1
             self.stats.rows_written += rows
 
-    def _write_history(self, batch: list[Tick]) -> int:
-        rows = self.writer.write_ticks(batch)
-        self.writer.flush()
-        return rows
+    def _write_history(self, batch: list[bytes]) -> int:
+        return self.writer.write_packed(b"".join(batch), flush=True)
 
-    async def _xadd(self, batch: list[Tick]) -> dict[str, tuple[str, str]]:
+    async def _xadd(self, batch: _Columns) -> dict[str, tuple[str, str]]:
         """XADD every tick to its instrument's stream, in order, and return each stream's id range.
 
-        One Lua call per chunk does the XADDs server-side: redis-py spends ~50 us packing and
-        parsing each pipelined command (about 19k XADD/s here), the script ~3x less per tick."""
+        One Lua call per chunk does the XADDs server-side (see XADD_LUA), its arguments built by
+        C-level maps and joins: no Python step per tick here."""
         if self._xadd_script is None or self._xadd_script.registered_client is not self.redis:
             self._xadd_script = self.redis.register_script(XADD_LUA)
         if self.resume_streams:
             batch = await self._skip_already_streamed(batch)
         ranges: dict[str, tuple[str, str]] = {}
-        stream_keys = self._stream_keys
-        pack = msgpack.Packer(use_bin_type=True).pack  # = feeds.ticks.pack_tick's packb
         for start in range(0, len(batch), XADD_CHUNK):
-            chunk = batch[start : start + XADD_CHUNK]
-            instruments = [t.instrument_key for t in chunk]
-            for key in set(instruments).difference(stream_keys):
-                self._stream_key(key)
+            instruments = batch.keys[start : start + XADD_CHUNK]
+            payloads = batch.payloads[start : start + XADD_CHUNK]
+            distinct = list(dict.fromkeys(instruments))
+            position = {key: i for i, key in enumerate(distinct)}
+            index = array("H", map(position.__getitem__, instruments))
+            lengths = array("I", map(len, payloads))
+            if sys.byteorder != "little":
+                index.byteswap()
+                lengths.byteswap()
             ids = await self._xadd_script(
-                keys=list(map(stream_keys.__getitem__, instruments)),
-                args=[self.stream_maxlen, *map(pack, map(_tick_row, chunk))],
+                keys=[self._stream_key(key) for key in distinct],
+                args=[self.stream_maxlen, b"".join(payloads), index.tobytes(), lengths.tobytes()],
             )
-            self.stats.ticks_streamed += len(ids)
-            # Each instrument's first and last id of the chunk, by dict building in C (the last
-            # occurrence of a key wins) rather than a Python step per tick.
-            lasts = dict(zip(instruments, ids, strict=True))
-            firsts = dict(zip(reversed(instruments), reversed(ids), strict=True))
-            for key, raw_last in lasts.items():
-                last = raw_last.decode() if isinstance(raw_last, bytes) else raw_last
+            self.stats.ticks_streamed += len(instruments)
+            for key, first, last in zip(distinct, ids[0::2], ids[1::2], strict=True):
+                first = first.decode() if isinstance(first, bytes) else first
+                last = last.decode() if isinstance(last, bytes) else last
                 earlier = ranges.get(key)
-                if earlier is None:
-                    raw_first = firsts[key]
-                    first = raw_first.decode() if isinstance(raw_first, bytes) else raw_first
-                    ranges[key] = (first, last)
-                else:
-                    ranges[key] = (earlier[0], last)
+                ranges[key] = (earlier[0], last) if earlier is not None else (first, last)
         return ranges
 
-    async def _skip_already_streamed(self, batch: list[Tick]) -> list[Tick]:
+    async def _skip_already_streamed(self, batch: _Columns) -> _Columns:
         """Drop the ticks a previous run of this feed already streamed (see `_resume_mark`)."""
-        new = {t.instrument_key for t in batch} - self._resume_checked
+        new = set(batch.keys) - self._resume_checked
         if new:
             keys = sorted(new)
             pipe = self.redis.pipeline(transaction=False)
@@ -534,15 +588,17 @@ class FeedPipeline:
                     self._resume_mark[key] = unpack_tick(last[0][1][b"t"]).ts_ms
         if not self._resume_mark:
             return batch
-        kept: list[Tick] = []
-        for t in batch:
-            mark = self._resume_mark.get(t.instrument_key)
+        kept = _Columns()
+        for key, ts, payload in zip(batch.keys, batch.ts, batch.payloads, strict=True):
+            mark = self._resume_mark.get(key)
             if mark is not None:
-                if t.ts_ms <= mark and session_day_of(t.ts_ms) == session_day_of(mark):
+                if ts <= mark and session_day_of(ts) == session_day_of(mark):
                     self.stats.ticks_already_streamed += 1
                     continue
-                del self._resume_mark[t.instrument_key]  # ticks come in order: caught up
-            kept.append(t)
+                del self._resume_mark[key]  # ticks come in order: caught up
+            kept.keys.append(key)
+            kept.ts.append(ts)
+            kept.payloads.append(payload)
         return kept
 
     # --- snapshots and status ------------------------------------------------------------------

@@ -6,7 +6,8 @@ can use it anywhere. Ticks travel as msgpack arrays (compact, fast, never pickle
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import operator
+from dataclasses import dataclass, fields
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -74,6 +75,12 @@ def unpack_ticks(data: bytes) -> list[Tick]:
 
 def pack_tick(tick: Tick) -> bytes:
     return msgpack.packb(tick.to_row(), use_bin_type=True)
+
+
+# A tick's fields in `to_row` order, straight off the tick. msgpack writes tuples as arrays, so
+# packing these (depth's tuples included) gives `pack_tick`'s bytes without building the row's
+# lists: what the feed does for every tick (tested against pack_tick).
+tick_fields = operator.attrgetter(*(f.name for f in fields(Tick)))
 
 
 def unpack_tick(data: bytes) -> Tick:

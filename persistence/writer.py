@@ -63,6 +63,7 @@ from datetime import date
 from pathlib import Path
 
 import duckdb
+import msgpack
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -232,6 +233,29 @@ class HistoryWriter:
             depth = None
         written = self._accept(columns, depth)
         self._maybe_flush()
+        return written
+
+    def write_packed(self, blob: bytes, *, flush: bool = False) -> int:
+        """Like write_ticks for ticks as the feed streams them: `blob` is the concatenation of
+        `feeds.ticks.pack_tick(t)` for each tick (msgpack arrays in `Tick.to_row` order). Columns are
+        built by C-level unpacking and transposing, with no Tick objects in between; this is what
+        the feed's writer process (persistence.writer_process) is sent. `flush=True` then flushes."""
+        self._check_open()
+        unpacker = msgpack.Unpacker(raw=False, use_list=False, max_buffer_size=max(len(blob), 1024))
+        unpacker.feed(blob)
+        rows = list(unpacker)
+        written = 0
+        if rows:
+            fields = list(zip(*rows, strict=True))
+            columns = dict(zip((*TICK_COLUMNS, "close_prev"), fields, strict=False))
+            depth: list | None = list(fields[11])
+            if not any(depth):
+                depth = None
+            written = self._accept(columns, depth)
+        if flush:
+            self.flush()
+        else:
+            self._maybe_flush()
         return written
 
     def write_tick_columns(self, columns: Mapping[str, list]) -> int:
@@ -503,6 +527,16 @@ class HistoryWriter:
         write_manifest(self.root, self._manifest)
         self._compact(force=True)
         self._bury_expired(now=float("inf"))
+        self._release()
+
+    def detach(self) -> None:
+        """Publish what is buffered and release the store without the close-time work (sealing
+        the open candles, merging the day): for a writer whose feed died. The days stay listed as
+        unsealed, so the next writer rebuilds their last candles from the stored ticks, as after
+        a crash, but no tick is lost."""
+        if self._closed:
+            return
+        self._write_pending()
         self._release()
 
     def _release(self) -> None:

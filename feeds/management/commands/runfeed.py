@@ -1,8 +1,9 @@
 """`python manage.py runfeed --source sim|replay|upstox`: the feed process.
 
-Builds the source, the history writer (the store's only writer), a Redis client and the Channels
-layer, and runs `feeds.pipeline.FeedPipeline` on one asyncio loop until the source ends or SIGTERM /
-SIGINT arrives; then it stops the source, flushes everything, closes the writer and exits 0.
+Builds the source, the history writer (the store's only writer, in a child process of its own:
+persistence.writer_process), a Redis client and the Channels layer, and runs
+`feeds.pipeline.FeedPipeline` on one asyncio loop until the source ends or SIGTERM / SIGINT arrives;
+then it stops the source, flushes everything, closes the writer and exits 0.
 
 Extension point: `settings.FEED_FLUSH_HOOKS` (optional) lists dotted paths of factories
 `factory(pipeline) -> hook | None`; each hook is appended to `pipeline.on_flush` and called after
@@ -253,10 +254,12 @@ class Command(BaseCommand):
         import redis.asyncio as aioredis
         from channels.layers import get_channel_layer
 
-        from persistence.writer import HistoryWriter
+        from persistence.writer_process import HistoryWriterProcess
 
         try:
-            writer = await asyncio.to_thread(HistoryWriter, settings.HISTORY_DIR, flush_interval=None)
+            # The store's writer runs in a child process (persistence.writer_process): at tens of
+            # thousands of ticks a second this process's GIL is needed for the source and Redis.
+            writer = await asyncio.to_thread(HistoryWriterProcess, settings.HISTORY_DIR)
         except Exception as exc:  # StoreLocked and friends: one clear line, not a traceback
             raise CommandError(f"cannot open the history store at {settings.HISTORY_DIR}: {exc}") from None
         redis = aioredis.from_url(settings.REDIS_URL)
