@@ -147,6 +147,8 @@ FEED_SNAPSHOT_MS = env.int("FEED_SNAPSHOT_MS", default=100)
 FEED_FLUSH_MS = env.int("FEED_FLUSH_MS", default=500)
 FEED_STREAM_MS = env.int("FEED_STREAM_MS", default=100)  # Redis Stream batches (the live path)
 UPSTOX_OPTION_STRIKES = env.int("UPSTOX_OPTION_STRIKES", default=5)  # subscribed strikes each side of ATM
+# Where the feed decodes frames: "process" (a child process; the default), "proto" (the SDK thread).
+UPSTOX_FEED_DECODE = env.str("UPSTOX_FEED_DECODE", default="process")
 TICK_STREAM_MAXLEN = env.int("TICK_STREAM_MAXLEN", default=500_000)
 # Called after every feed flush (runfeed): strategy dispatch sends each enabled strategy its claim check.
 # The dashboard's live auction states (one engine per watched index) read the same ranges.

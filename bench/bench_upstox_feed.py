@@ -6,18 +6,26 @@ Prints one JSON object:
   `MessageToDict`, normalising the dict, normalising the protobuf directly) as ticks/s ceilings;
 * `runs`: for each configuration, ticks/s received over a sustained window (60 s, `--quick` 10 s)
   while the fake offers `--rate` ticks/s (default 50,000, the goal) over 2,000 full-mode
-  instruments, and end-to-end lag p50/p99/max in ms (the fake's send time, stamped in each frame's
-  currentTs → the tick handed to the sink). Configurations: `proto` (the SDK's socket and
-  protobuf decode, our protobuf normaliser), `proto_saturated` (offered twice the rate: the
-  ceiling), `sdk_dict` (the SDK's own MessageToDict path), `proto_pipeline` (FeedPipeline behind).
+  instruments, and lag p50/p99/max in ms from the fake's send time (stamped in each frame's
+  currentTs) to the tick handed to the sink (`lag_ms_*`). Configurations: `proto` (the SDK's
+  socket and protobuf decode, our protobuf normaliser, on the SDK's thread), `proto_saturated`
+  (offered twice the rate: the ceiling), `sdk_dict` (the SDK's own MessageToDict path), `process`
+  (frames decoded and normalised in the decoder process, feeds.upstox.decoder), and with
+  FeedPipeline behind (the history writer in its own process, as runfeed wires it):
+  `proto_pipeline` and `process_pipeline` (runfeed's path). For the pipeline runs the lag goes on
+  to the end: `published_lag_ms_*` until the tick is in its
+  Redis Stream (the XADD batch holding it has completed: what strategies and the dashboard read),
+  and `persisted_lag_ms_*` until the history store has published it (the flush holding it has
+  completed; the pipeline flushes every FEED_FLUSH_MS, so this is bounded below by that interval).
 Redis keys use a unique prefix and are deleted afterwards; the store is a temporary directory.
-Usage: python bench/bench_upstox_feed.py [--quick] [--rate TICKS_PER_S] [--instruments N]
+Usage: python bench/bench_upstox_feed.py [--quick] [--rate TICKS_PER_S] [--instruments N] [--only RUN,...]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import json
 import os
@@ -94,18 +102,35 @@ class Probe:
         self.count = 0
         self.total = 0
         self.lags = array("q")
+        # Per measured put: its wall time (ms) and where its ticks' lags start in `lags`.
+        self.put_at = array("d")
+        self.put_start = array("q")
         self.status: dict = {}
 
     def put(self, ticks) -> None:
-        now = time.time_ns() // 1_000_000
+        now_ns = time.time_ns()
+        now = now_ns // 1_000_000
         self.total += len(ticks)
         if self.measuring:
             self.count += len(ticks)
+            self.put_at.append(now_ns / 1e6)
+            self.put_start.append(len(self.lags))
             lags = self.lags
             for t in ticks:
                 lags.append(now - t.ts_ms)
         if self.inner is not None:
             self.inner.put(ticks)
+
+    def put_packed(self, keys, ts, payloads) -> None:
+        now_ns = time.time_ns()
+        self.total += len(ts)
+        if self.measuring:
+            self.count += len(ts)
+            self.put_at.append(now_ns / 1e6)
+            self.put_start.append(len(self.lags))
+            self.lags.extend(map((now_ns // 1_000_000).__sub__, ts))
+        if self.inner is not None:
+            self.inner.put_packed(keys, ts, payloads)
 
     def set_status(self, **fields) -> None:
         self.status.update(fields)
@@ -122,6 +147,22 @@ class ProbedSource:
     async def run(self, sink) -> None:
         self.probe.inner = sink
         await self.source.run(self.probe)
+
+
+def later_lags(probe: Probe, done: list[tuple[float, float]]) -> array:
+    """Each measured tick's lag until the batch holding it completed: `done` lists, in order,
+    (the wall ms a batch was cut from the buffer, the wall ms it completed); a tick put at p went
+    out with the first batch cut after p. Ticks of no completed batch are left out."""
+    out = array("d")
+    cuts = [cut for cut, _ in done]
+    starts = list(probe.put_start) + [len(probe.lags)]
+    for i, p in enumerate(probe.put_at):
+        j = bisect.bisect_left(cuts, p)
+        if j == len(cuts):
+            break
+        extra = done[j][1] - p
+        out.extend(lag + extra for lag in probe.lags[starts[i] : starts[i + 1]])
+    return out
 
 
 def percentile(values: list[int], q: float) -> float | None:
@@ -162,21 +203,38 @@ async def run_plain(decode: str, instruments: int, seconds: float) -> dict:
     return summarise(probe, elapsed, count, source)
 
 
-async def run_pipeline(decode: str, instruments: int, seconds: float, tmp: Path, prefix: str) -> dict:
+async def run_pipeline(
+    decode: str, instruments: int, seconds: float, tmp: Path, prefix: str, fake_pid: int
+) -> dict:
     import redis.asyncio as aioredis
     from channels.layers import get_channel_layer
 
     from feeds.pipeline import FeedPipeline
-    from persistence.writer import HistoryWriter
+    from persistence.writer_process import HistoryWriterProcess
+
+    published: list[tuple[float, float]] = []
+    persisted: list[tuple[float, float]] = []
+
+    class TimedPipeline(FeedPipeline):
+        async def flush_store(self) -> None:
+            cut = time.time() * 1000.0  # no later than the real cut: errs towards more lag
+            pending = bool(self._pending)
+            await super().flush_store()
+            if pending:
+                persisted.append((cut, time.time() * 1000.0))
+
+    def on_flush(report) -> None:
+        published.append((report.cut_at * 1000.0, time.time() * 1000.0))
 
     r = aioredis.from_url(settings.REDIS_URL)
     layer = get_channel_layer()
     source = make_source(decode, instruments)
     probe = Probe()
     keys = sorted(source.plan.fixed)
-    pipeline = FeedPipeline(
+    writer = HistoryWriterProcess(tmp)
+    pipeline = TimedPipeline(
         source_name="upstox",
-        writer=HistoryWriter(tmp, flush_interval=None),
+        writer=writer,
         redis=r,
         channel_layer=layer,
         snapshot_keys=keys[:20],
@@ -185,16 +243,49 @@ async def run_pipeline(decode: str, instruments: int, seconds: float, tmp: Path,
         stream_maxlen=settings.TICK_STREAM_MAXLEN,
         key_prefix=prefix,
     )
+    pipeline.on_flush.append(on_flush)
     task = asyncio.create_task(pipeline.run(ProbedSource(source, probe)))
     try:
         elapsed, count = await measure(probe, seconds)
+        pids = {"writer_process": writer.pid, "decoder_process": source.decoder_pid, "fake_upstox": fake_pid}
+        cpu = await cpu_shares(min(10.0, seconds), pids)
     finally:
         pipeline.stop()
         await asyncio.wait_for(task, 120)
         await layer.flush()
         await r.aclose()
     out = summarise(probe, elapsed, count, source)
+    for name, done in (("published", published), ("persisted", persisted)):
+        lags = sorted(later_lags(probe, done))
+        out[f"{name}_lag_ms_p50"] = percentile(lags, 0.50)
+        out[f"{name}_lag_ms_p99"] = percentile(lags, 0.99)
+        out[f"{name}_lag_ms_max"] = round(lags[-1], 1) if lags else None
+        out[f"{name}_ticks"] = len(lags)
     out["pipeline_ticks_in"] = pipeline.stats.ticks_in
+    out["ticks_streamed"] = pipeline.stats.ticks_streamed
+    out["rows_written"] = pipeline.stats.rows_written
+    out["feed_flush_ms"] = settings.FEED_FLUSH_MS
+    out["cpu_cores_after_run"] = cpu
+    return out
+
+
+async def cpu_shares(seconds: float, pids: dict[str, int | None]) -> dict:
+    """CPU (in cores) over `seconds` right after the measured window, while the run goes on: this
+    process (socket thread + loop), the named processes, and the Redis server."""
+    import psutil
+
+    procs = {"feed_process": psutil.Process()}
+    procs.update({name: psutil.Process(pid) for name, pid in pids.items() if pid})
+    import redis as redis_sync
+
+    redis_info = redis_sync.Redis.from_url(settings.REDIS_URL).info("server")
+    procs["redis_server"] = psutil.Process(redis_info["process_id"])
+    before = {k: p.cpu_times() for k, p in procs.items()}
+    await asyncio.sleep(seconds)
+    out = {}
+    for k, p in procs.items():
+        after = p.cpu_times()
+        out[k] = round((after.user + after.system - before[k].user - before[k].system) / seconds, 2)
     return out
 
 
@@ -256,6 +347,7 @@ def main() -> dict:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rate", type=float, default=50_000.0, help="ticks/s the fake offers (the goal)")
     parser.add_argument("--instruments", type=int, default=2000)
+    parser.add_argument("--only", default="", help="comma-separated run names (default: all)")
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # reconnect chatter would only slow the run
     seconds = 10.0 if args.quick else 60.0
@@ -274,9 +366,15 @@ def main() -> dict:
         ("proto", "proto", False, args.rate),
         ("proto_saturated", "proto", False, 2 * args.rate),
         ("sdk_dict", "dict", False, args.rate),
+        ("process", "process", False, args.rate),
     ]
     if has_pipeline:
         configs.append(("proto_pipeline", "proto", True, args.rate))
+        # What runfeed runs: frames decoded in the decoder process, the store in the writer process.
+        configs.append(("process_pipeline", "process", True, args.rate))
+    if args.only:
+        wanted = set(args.only.split(","))
+        configs = [c for c in configs if c[0] in wanted]
     prefix = f"benchupstox{uuid.uuid4().hex[:8]}."
     runs = {}
     try:
@@ -288,7 +386,9 @@ def main() -> dict:
                 if with_pipeline:
                     with tempfile.TemporaryDirectory() as tmp:
                         runs[name] = asyncio.run(
-                            run_pipeline(decode, args.instruments, seconds, Path(tmp), prefix + name + ".")
+                            run_pipeline(
+                                decode, args.instruments, seconds, Path(tmp), prefix + name + ".", fake.pid
+                            )
                         )
                 else:
                     runs[name] = asyncio.run(run_plain(decode, args.instruments, seconds))

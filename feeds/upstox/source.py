@@ -4,19 +4,24 @@ supervisor of our own.
 - Subscribes the watchlist indices and their near-month futures in `full` mode, and options ±N
   listed strikes around the money (nearest weekly expiry for Nifty 50, monthly for Nifty Bank, from
   the instrument master), re-centred as the index moves.
-- The SDK's callback (on the SDK's socket thread) only normalises to `Tick`s and hands them over
-  with `loop.call_soon_threadsafe(queue.put_nowait, ...)`; this module's loop hands them to the sink.
+- The SDK's callback (on the SDK's socket thread) only hands the frame over (to the decoder
+  process, or normalised to `Tick`s with `loop.call_soon_threadsafe`); this module's loop hands the
+  ticks to the sink, which persists and dispatches.
 - The SDK's own reconnect (fixed interval, gives up) is disabled. The supervisor reconnects with
   exponential backoff and jitter forever, re-reads the token before each attempt (Connect Upstox
   may have stored a new one), resubscribes on every open, and forces a reconnect when no data has
   arrived for `watchdog_s` while the session is open. A 401 stops reconnecting until the token
   changes and raises an alert. Undecodable frames are counted and logged; the feed goes on.
 
-Decoding: the socket, framing and protobuf decode are always the SDK's. By default
-(`decode="proto"`) a thin subclass hands listeners the decoded `FeedResponse` instead of the SDK's
-`MessageToDict` copy, which costs ~100 µs per instrument (measured: the SDK's dict path tops out
-near 5–8k ticks/s, the protobuf path near 80–120k on this machine; bench/bench_upstox_feed.py).
-`decode="dict"` keeps the SDK's own path; both normalise to identical ticks (tested).
+Decoding: the socket and framing are always the SDK's. By default (`decode="process"`, what runfeed
+uses) a thin subclass hands each frame's raw bytes to a decoder process (`feeds.upstox.decoder`),
+which decodes it with the SDK's generated `FeedResponse`, normalises it and sends the ticks back
+packed; they reach the sink through `put_packed` (or, for a sink without it, as Ticks). Decoding
+in-process (`decode="proto"`: the SDK's protobuf decode, our normaliser, on the socket thread)
+gives identical ticks but shares the feed's GIL: at 50k ticks/s the normaliser alone needed about
+half a core. `decode="dict"` keeps the SDK's own `MessageToDict` path (~100 µs per instrument; it
+tops out near 5-15k ticks/s here). All three normalise to identical ticks (tested);
+bench/bench_upstox_feed.py measures each.
 
 It never writes to the history store, Redis or Channels (the sink does), and never logs the token.
 """
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import random
 import threading
@@ -39,7 +45,7 @@ from upstox_client.feeder.market_data_streamer_v3 import MarketDataStreamerV3
 
 from feeds import contracts
 from feeds.sources import CLOSED, OPEN, TickSink
-from feeds.ticks import IST, Tick
+from feeds.ticks import IST, Tick, unpack_tick
 from feeds.upstox import client as upstox
 from feeds.upstox.normalise import (
     market_status,
@@ -55,6 +61,9 @@ ALERT_401 = "Upstox rejected the access token (401): reconnect via Connect Upsto
 ALERT_NO_TOKEN = "No valid Upstox token: connect via Connect Upstox"
 ALERT_AFTER_FAILURES = 3  # consecutive attempts without data before the status carries an alert
 # Which expiry each index's options come from (Nifty Bank has had monthly options only since Nov 2024).
+# Where frames are decoded and normalised: "process" in a child process (feeds.upstox.decoder; what
+# runfeed uses), "proto" on the SDK's socket thread, "dict" through the SDK's own MessageToDict.
+DECODE_MODES = ("process", "proto", "dict")
 EXPIRY_KIND = {"NSE_INDEX|Nifty 50": contracts.WEEKLY, "NSE_INDEX|Nifty Bank": contracts.MONTHLY}
 
 
@@ -168,6 +177,25 @@ class _ProtoStreamer(MarketDataStreamerV3):
         self.emit(self.Event["MESSAGE"], self.decode_protobuf(message))
 
 
+class _RawStreamer(MarketDataStreamerV3):
+    """The SDK's streamer, socket and protocol unchanged, handing each frame's raw bytes to
+    `raw_sink` (the decoder process, `feeds.upstox.decoder`) instead of decoding it here."""
+
+    raw_sink: Callable[[bytes], None]
+
+    def handle_message(self, ws, message):
+        self.raw_sink(message)
+
+
+def _unpacking_put(sink: TickSink) -> Callable[[list[str], list[int], list[bytes]], None]:
+    """`put_packed` for a sink that only takes Tick objects."""
+
+    def put_packed(keys: list[str], ts: list[int], packed: list[bytes]) -> None:
+        sink.put([unpack_tick(p) for p in packed])
+
+    return put_packed
+
+
 def session_state_by_clock(now: datetime | None = None) -> str:
     """OPEN during the regular session of a trading day (used until a market_info frame arrives)."""
     now = (now or datetime.now(IST)).astimezone(IST)
@@ -198,8 +226,8 @@ class UpstoxSource:
         clock_state: Callable[[], str] = session_state_by_clock,
         seed: int | None = None,
     ):
-        if decode not in ("proto", "dict"):
-            raise ValueError("decode must be 'proto' or 'dict'")
+        if decode not in DECODE_MODES:
+            raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}")
         self.instruments = list(instruments)
         self.token_provider = token_provider
         self.strikes_each_side = strikes_each_side
@@ -224,6 +252,12 @@ class UpstoxSource:
         self._rejected_token: str | None = None
         self._plan_date: date | None = None
 
+    @property
+    def decoder_pid(self) -> int | None:
+        """The decoder process's pid while `run` runs with decode="process"."""
+        decoder = getattr(self, "_decoder", None)
+        return decoder.pid if decoder is not None else None
+
     @classmethod
     def from_settings(cls, instruments: list[str] | None = None, **overrides) -> UpstoxSource:
         """A source for the configured watchlist (or `instruments`), reading the token store.
@@ -238,6 +272,7 @@ class UpstoxSource:
         options = {
             "token_provider": feed_token,
             "strikes_each_side": getattr(settings, "UPSTOX_OPTION_STRIKES", 5),
+            "decode": getattr(settings, "UPSTOX_FEED_DECODE", "process"),
         }
         options.update(overrides)
         return cls(list(instruments or settings.WATCHLIST), **options)
@@ -254,6 +289,13 @@ class UpstoxSource:
             await self._load_plan()
         attempt = 0
         sink.set_status(connected=False, decode_errors=0, reconnects=0)
+        self._put_packed = getattr(sink, "put_packed", None) or _unpacking_put(sink)
+        self._decoder = None
+        if self.decode == "process":
+            from feeds.upstox.decoder import FrameDecoder
+
+            self._decoder = FrameDecoder(self._queue.put_nowait)
+            await self._decoder.start()
         try:
             while True:
                 if load_from_master and self._plan_date != datetime.now(IST).date():
@@ -286,6 +328,8 @@ class UpstoxSource:
                 await asyncio.sleep(delay)
         finally:
             self._stop_streamer()
+            if self._decoder is not None:
+                await self._decoder.close()
 
     async def _load_plan(self) -> None:
         today = datetime.now(IST).date()
@@ -361,8 +405,12 @@ class UpstoxSource:
         self._generation += 1
         generation = self._generation
         api = upstox.api_client(token)
-        streamer_class = _ProtoStreamer if self.decode == "proto" else MarketDataStreamerV3
+        streamer_class = {"process": _RawStreamer, "proto": _ProtoStreamer}.get(
+            self.decode, MarketDataStreamerV3
+        )
         streamer = streamer_class(api, instrumentKeys=[], mode=FULL)
+        if self.decode == "process":
+            streamer.raw_sink = functools.partial(self._decoder.send, generation)
         streamer.auto_reconnect(False)  # before listeners: it emits autoReconnectStopped at once
         # The SDK re-sends one `sub` per mode it tracks on every open: that is our resubscribe.
         for mode, keys in self.plan.desired().items():
@@ -420,11 +468,18 @@ class UpstoxSource:
                 now = time.monotonic()
                 if kind == "ticks":
                     # Ticks from an older connection are still real ticks: keep them.
-                    sink.put(payload)
+                    if self.decode == "process":
+                        keys, ts, packed = payload
+                        self._put_packed(keys, ts, packed)
+                    else:
+                        sink.put(payload)
                     if gen == generation:
                         last_data = now
                         received = True
-                        self._follow_indices(payload)
+                        if self.decode == "process":
+                            self._follow_packed(keys, packed)
+                        else:
+                            self._follow_indices(payload)
                 elif kind is not None and gen != generation:
                     pass  # an event from a connection already given up
                 elif kind == "session":
@@ -462,6 +517,11 @@ class UpstoxSource:
         return state == OPEN
 
     # --- re-centring -------------------------------------------------------------------------
+    def _follow_packed(self, keys: list[str], packed: list[bytes]) -> None:
+        ladders = self.plan.ladders
+        if ladders and not ladders.keys().isdisjoint(keys):
+            self._follow_indices([unpack_tick(p) for k, p in zip(keys, packed, strict=True) if k in ladders])
+
     def _follow_indices(self, ticks: list[Tick]) -> None:
         ladders = self.plan.ladders
         if not ladders:

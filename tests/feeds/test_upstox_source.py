@@ -45,7 +45,7 @@ def make_source(token_box: dict, plan: SubscriptionPlan | None = None, **options
     )
 
 
-@pytest.mark.parametrize("decode", ["proto", "dict"])
+@pytest.mark.parametrize("decode", ["process", "proto", "dict"])
 def test_connects_subscribes_in_full_mode_and_delivers_normalised_ticks(fake, decode):
     sink = RecordingSink()
     source = make_source({"token": "good-token"}, decode=decode)
@@ -63,9 +63,10 @@ def test_connects_subscribes_in_full_mode_and_delivers_normalised_ticks(fake, de
     assert 20_000 < tick.ltp < 30_000 and tick.ts_ms > 1_700_000_000_000
 
 
-def test_reconnects_after_a_drop_and_resubscribes(fake):
+@pytest.mark.parametrize("decode", ["process", "proto"])
+def test_reconnects_after_a_drop_and_resubscribes(fake, decode):
     sink = RecordingSink()
-    source = make_source({"token": "good-token"})
+    source = make_source({"token": "good-token"}, decode=decode)
 
     async def scenario():
         await wait_until(lambda: sink.count > 0, what="first ticks")
@@ -148,7 +149,7 @@ def test_no_token_raises_an_alert_and_never_connects(fake):
     assert fake.feed_connections == 0 and fake.refused_handshakes == 0
 
 
-@pytest.mark.parametrize("decode", ["proto", "dict"])
+@pytest.mark.parametrize("decode", ["process", "proto", "dict"])
 def test_garbage_frames_are_counted_and_the_feed_goes_on(fake, decode):
     sink = RecordingSink()
     source = make_source({"token": "good-token"}, decode=decode)
@@ -174,12 +175,13 @@ def _ladder(underlying: str, centre: float, step: float, width: int) -> StrikeLa
     return StrikeLadder(underlying, options, width)
 
 
-def test_options_around_the_money_are_recentred_as_the_index_moves(fake):
+@pytest.mark.parametrize("decode", ["process", "proto"])
+def test_options_around_the_money_are_recentred_as_the_index_moves(fake, decode):
     fake.market.volatility = 0.0  # the index moves only when the test moves it
     fake.set_price(NIFTY, 25_000.0)
     plan = SubscriptionPlan(fixed={NIFTY: "full"}, ladders={NIFTY: _ladder(NIFTY, 25_000, 50, 2)})
     sink = RecordingSink()
-    source = make_source({"token": "good-token"}, plan=plan)
+    source = make_source({"token": "good-token"}, plan=plan, decode=decode)
 
     def subscribed() -> set[str]:
         return set(fake.subscriptions())

@@ -1,0 +1,115 @@
+"""The decoder process (feeds.upstox.decoder): the same ticks as decoding in the feed process,
+byte for byte, and a feed that survives its decoder dying."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+
+import msgpack
+import pytest
+from upstox_client.feeder.proto import MarketDataFeedV3_pb2 as pb
+
+from feeds.pipeline import FeedPipeline
+from feeds.ticks import pack_tick, unpack_tick
+from feeds.upstox.decoder import _HEADER, ERROR, SESSION, TICKS, serve
+from feeds.upstox.fake import FakeUpstox
+from feeds.upstox.fake.market import SimulatedMarket, feed_frame, market_info_frame
+from feeds.upstox.fake.testing import RecordingSink, point_settings_at, run_with, wait_until
+from feeds.upstox.normalise import ticks_from_response
+from feeds.upstox.source import SubscriptionPlan, UpstoxSource
+
+NIFTY = "NSE_INDEX|Nifty 50"
+BANK = "NSE_INDEX|Nifty Bank"
+
+
+def _serve_frames(frames: list[tuple[int, bytes]]) -> list[list]:
+    inp = io.BytesIO(b"".join(_HEADER.pack(g, len(f)) + f for g, f in frames))
+    out = io.BytesIO()
+    assert serve(inp, out) == 0  # returns at EOF
+    return list(msgpack.Unpacker(io.BytesIO(out.getvalue()), raw=False))
+
+
+def test_decoded_records_equal_in_process_normalising_byte_for_byte():
+    market = SimulatedMarket()
+    instruments = [(NIFTY, "full"), (BANK, "full")] + [(f"NSE_FO|{40_000 + i}", "full") for i in range(30)]
+    instruments += [(f"NSE_FO|{50_000 + i}", "option_greeks") for i in range(5)]
+    instruments += [(f"NSE_FO|{60_000 + i}", "ltpc") for i in range(5)]
+    frames = [feed_frame(market, instruments, i, 1_764_000_000_000 + i) for i in range(20)]
+    records = _serve_frames([(7, f) for f in frames] + [(8, b"\x08\xff\xff garbage")])
+    ticks = [r for r in records if r[0] == TICKS]
+    assert len(ticks) == len(frames)
+    for (_kind, generation, keys, ts, payloads), frame in zip(ticks, frames, strict=True):
+        expected = ticks_from_response(pb.FeedResponse.FromString(frame))
+        assert generation == 7
+        assert payloads == [pack_tick(t) for t in expected]
+        assert keys == [t.instrument_key for t in expected]
+        assert ts == [t.ts_ms for t in expected]
+        assert [unpack_tick(p) for p in payloads] == expected
+    assert records[-1][0] == ERROR and records[-1][1] == 8
+
+
+def test_market_info_frames_become_session_records():
+    frame = market_info_frame({"NSE_FO": "NORMAL_OPEN", "NSE_INDEX": "NORMAL_OPEN"}, 1_764_000_000_000)
+    (record,) = _serve_frames([(3, frame)])
+    assert record[0] == SESSION and record[1] == 3 and record[2] == "open"
+
+
+@pytest.fixture
+def fake(settings):
+    with FakeUpstox(ticks_per_second=400, frame_size=10, accepted_tokens={"good-token"}) as server:
+        point_settings_at(settings, server)
+        yield server
+    point_settings_at(settings, None)
+
+
+def test_a_killed_decoder_is_restarted_and_the_feed_goes_on(fake):
+    sink = RecordingSink()
+    source = UpstoxSource(
+        [NIFTY, BANK],
+        token_provider=lambda: "good-token",
+        plan=SubscriptionPlan(fixed={NIFTY: "full", BANK: "full"}),
+        decode="process",
+        backoff_initial_s=0.05,
+        seed=1,
+    )
+
+    async def scenario():
+        await wait_until(lambda: sink.count > 0, what="first ticks")
+        first = source._decoder._proc.pid
+        os.kill(first, signal.SIGKILL)
+        await wait_until(lambda: source._decoder.restarts == 1, what="a new decoder")
+        assert source._decoder._proc.pid != first
+        before = sink.count
+        await wait_until(lambda: sink.count > before + 20, what="ticks through the new decoder")
+
+    run_with(source, sink, scenario)
+    assert fake.feed_connections == 1  # the socket never noticed
+
+
+def test_the_pipeline_takes_packed_ticks_as_it_takes_ticks(tmp_path):
+    """put_packed (the decoder's path) and put (every other source) leave the same buffers,
+    dashboard state and counters."""
+    market = SimulatedMarket()
+    frame = feed_frame(market, [(NIFTY, "full")] + [(f"NSE_FO|{i}", "full") for i in range(20)], 1, 5)
+    ticks = ticks_from_response(pb.FeedResponse.FromString(frame))
+    watched = [NIFTY, "NSE_FO|3"]
+
+    def pipeline() -> FeedPipeline:
+        p = FeedPipeline(source_name="t", writer=None, redis=None, snapshot_keys=watched)
+        p.writer = object()  # only buffers are compared: never flushed
+        p.redis = object()
+        return p
+
+    a, b = pipeline(), pipeline()
+    a.put(ticks)
+    b.put_packed([t.instrument_key for t in ticks], [t.ts_ms for t in ticks], [pack_tick(t) for t in ticks])
+    assert a._pending == b._pending
+    assert (a._stream_pending.keys, a._stream_pending.ts, a._stream_pending.payloads) == (
+        b._stream_pending.keys,
+        b._stream_pending.ts,
+        b._stream_pending.payloads,
+    )
+    assert a.snapshot_message(full=True)["instruments"] == b.snapshot_message(full=True)["instruments"]
+    assert (a.last_tick_ms, a.stats.ticks_in) == (b.last_tick_ms, b.stats.ticks_in)
