@@ -26,6 +26,7 @@ stdout → feed): 4-byte little-endian length, msgpack map {"ok": bool, ...}.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -229,6 +230,7 @@ def _serve(root: str, options: dict) -> int:
         answer(ok=False, kind=type(exc).__name__, error=str(exc))
         return 1
     answer(ok=True, pid=os.getpid())
+    gc.freeze()  # what start-up built lives as long as the process: no collection need walk it
     while True:
         head = inp.read(_REQUEST.size)
         if len(head) < _REQUEST.size:

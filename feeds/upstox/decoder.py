@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import gc
 import logging
 import os
 import signal
@@ -183,6 +184,7 @@ def serve(inp, out) -> int:
     from feeds.upstox.normalise import market_status_from_response, ticks_from_response
 
     parse = pb.FeedResponse.FromString
+    gc.freeze()  # what start-up built lives as long as the process: no collection need walk it
     pack = msgpack.Packer(use_bin_type=True).pack
     key_of = operator.attrgetter("instrument_key")
     ts_of = operator.attrgetter("ts_ms")
