@@ -269,7 +269,10 @@ def main(argv: list[str]) -> int:
         format="%(asctime)s %(levelname)s history-writer[%(process)d] %(name)s: %(message)s",
     )
     options = msgpack.unpackb(bytes.fromhex(argv[1])) if len(argv) > 1 else {}
-    return _serve(argv[0], options)
+    try:
+        return _serve(argv[0], options)
+    finally:
+        gc.unfreeze()  # let interpreter shutdown free what start-up built (DuckDB checks for leaks)
 
 
 if __name__ == "__main__":

@@ -231,6 +231,8 @@ def main() -> int:
         return serve(inp, out)
     except BrokenPipeError:  # the feed went away
         return 0
+    finally:
+        gc.unfreeze()
 
 
 if __name__ == "__main__":
