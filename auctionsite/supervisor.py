@@ -5,9 +5,9 @@ session (so its own process group): stopping a child signals the whole group, wh
 pool processes and anything else the child forked down with it. A child that dies is restarted
 after an exponential backoff (capped); the reason (exit code or signal) is logged. Every line a
 child prints is copied to one output stream, prefixed with the child's name. On Linux every child
-also gets SIGTERM when the supervisor dies, however it dies (SIGKILL, the OOM killer), so no feed
-or worker outlives it: `exec_dying_with_parent` arms PR_SET_PDEATHSIG between fork and exec. What
-a child forked is the child's to stop (Celery's pool processes have their own parent-death signal).
+is also stopped when the supervisor dies, however it dies (SIGKILL, the OOM killer), so no feed or
+worker outlives it: each runs under a small guardian process (`run_guarded`) that gets the
+kernel's parent-death signal and stops the child's group as `stop()` would.
 
 The supervisor is a plain class driven by `step()` (one non-blocking pass: reap, restart, escalate
 stops) so tests call its step methods directly, as healthchecks.io's `sendalerts` is tested; the
@@ -109,31 +109,68 @@ def signal_group(pgid: int, sig: int) -> bool:
     return True
 
 
-def dying_with_parent(argv: Iterable[str], parent_pid: int) -> list[str]:
-    """`argv` started through `exec_dying_with_parent`: it gets SIGTERM when `parent_pid` dies."""
-    return [sys.executable, "-I", "-S", str(Path(__file__).resolve()), str(parent_pid), *argv]
+def guarded(argv: Iterable[str], *, parent_pid: int, grace: float) -> list[str]:
+    """`argv` run under `run_guarded`: stopped, with its process group, when `parent_pid` dies."""
+    return [sys.executable, "-I", "-S", str(Path(__file__).resolve()), str(parent_pid), f"{grace:g}", *argv]
 
 
-def exec_dying_with_parent(parent_pid: int, argv: list[str]) -> NoReturn:
-    """Between fork and exec of a child: ask Linux for SIGTERM when the parent exits, then become `argv`.
+def run_guarded(parent_pid: int, grace: float, argv: list[str]) -> NoReturn:
+    """Run `argv` as the only child of this process, and stop it when `parent_pid` dies (Linux).
 
-    Runs in a fresh interpreter (see `dying_with_parent`) rather than in `preexec_fn`, which is
-    unsafe in a parent with threads. The request survives exec (except into set-user-ID
-    programs). A parent that died before it was made would never send the signal, so the child
-    checks it still has that parent and leaves if not.
+    The process between a supervisor and one of its children. It asks the kernel for SIGTERM when
+    its parent dies (PR_SET_PDEATHSIG), however it dies, and checks the parent did not die before
+    the request was made. The kernel sends that signal each time the process is handed to a new
+    parent, and a dying supervisor with threads hands it from thread to thread first: it can come
+    several times, which a child would take as a second, rougher shutdown request (Celery beat
+    then exits before removing its heartbeat). So the child does not get it from the kernel: this
+    process turns any number of them into what `Supervisor.stop` does, once: SIGTERM to the process
+    group (grandchildren included), SIGKILL to whatever is left `grace` seconds later.
+
+    While the parent lives this process stays out of the way: the supervisor's own signals reach
+    the child through the group, and the child's exit (code or signal) becomes this one's.
     """
     import ctypes
 
+    stopping = False
+
+    def on_term(signum, frame) -> None:
+        nonlocal stopping
+        if stopping or os.getppid() == parent_pid:
+            return  # the supervisor stopping the group itself: the child got the same signal
+        stopping = True
+        signal_group(os.getpgrp(), signal.SIGTERM)
+        signal.setitimer(signal.ITIMER_REAL, grace)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGALRM, lambda signum, frame: signal_group(os.getpgrp(), signal.SIGKILL))
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGTERM), *[ctypes.c_ulong(0)] * 3) != 0:
         sys.exit(f"could not request the parent-death signal: {os.strerror(ctypes.get_errno())}")
     if os.getppid() != parent_pid:
         sys.exit(f"parent {parent_pid} is gone; not starting {shlex.join(argv)}")
-    try:
-        os.execvp(argv[0], argv)
-    except OSError as exc:
-        print(f"could not start ({exc.__class__.__name__}: {exc})", file=sys.stderr)
-        sys.exit(127)
+
+    handled = {signal.SIGTERM, signal.SIGALRM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, handled)  # none of them may run in the forked child
+    pid = os.fork()
+    if pid == 0:
+        for signum in handled:
+            signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
+        try:
+            os.execvp(argv[0], argv)
+        except OSError as exc:
+            print(f"could not start ({exc.__class__.__name__}: {exc})", file=sys.stderr, flush=True)
+        os._exit(127)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
+    _, status = os.waitpid(pid, 0)
+    if stopping:
+        signal_group(os.getpgrp(), signal.SIGKILL)  # what the child left behind, and this process
+    code = os.waitstatus_to_exitcode(status)
+    if code >= 0:
+        os._exit(code)
+    signal.signal(-code, signal.SIG_DFL)
+    os.kill(os.getpid(), -code)
+    os._exit(128 - code)  # not reached: a signal that ended the child ends this process too
 
 
 class Supervisor:
@@ -262,13 +299,15 @@ class Supervisor:
     def start(self, child: Child) -> None:
         """Start one child in its own session, its output piped into the combined log.
 
-        On Linux the child gets SIGTERM when this process dies, however it dies. The kernel sends
-        it when the *thread* that forked the child exits, so call this from a thread that lives as
-        long as the supervisor (the `up` loop runs in the main thread).
+        On Linux it runs under `run_guarded`, which stops it when this process dies, however it
+        dies. The kernel signals the death of the *thread* that forked it, so call this from a
+        thread that lives as long as the supervisor (the `up` loop runs in the main thread).
         """
         spec = child.spec
         env = {**self.base_env, "PYTHONUNBUFFERED": "1", **dict(spec.env)}
-        argv = dying_with_parent(spec.argv, os.getpid()) if DIES_WITH_PARENT else spec.argv
+        argv = spec.argv
+        if DIES_WITH_PARENT:
+            argv = guarded(argv, parent_pid=os.getpid(), grace=self.grace)
         try:
             process = subprocess.Popen(
                 argv,
@@ -352,5 +391,5 @@ class Supervisor:
 
 
 if __name__ == "__main__":
-    # `python supervisor.py PARENT_PID ARGV...`: see `dying_with_parent`.
-    exec_dying_with_parent(int(sys.argv[1]), sys.argv[2:])
+    # `python supervisor.py PARENT_PID GRACE ARGV...`: see `guarded`.
+    run_guarded(int(sys.argv[1]), float(sys.argv[2]), sys.argv[3:])

@@ -1,8 +1,9 @@
 """`up` killed with SIGKILL (the OOM killer, `kill -9`) takes everything it started with it.
 
-Every child the supervisor starts asks Linux for SIGTERM when its parent dies (PR_SET_PDEATHSIG,
-armed between fork and exec); what those children forked (Celery's pool processes) ends with
-them. First the mechanism on one child, then the whole of `up`.
+Every child the supervisor starts runs under a guard process that Linux tells when the supervisor
+dies (PR_SET_PDEATHSIG); the guard stops the child's process group as `Supervisor.stop` would:
+one SIGTERM, SIGKILL after the grace. First the guard on its own, then under a supervisor, then
+the whole of `up`.
 """
 
 from __future__ import annotations
@@ -23,19 +24,11 @@ import pytest
 import redis
 
 from auctionsite.management.commands.up import redis_answers
-from auctionsite.supervisor import DIES_WITH_PARENT, dying_with_parent
+from auctionsite.supervisor import DIES_WITH_PARENT, guarded
 from feeds.groups import WORKER_HEARTBEATS_KEY
 from tests.conftest import BASE_DIR, child_env, free_port
 
 pytestmark = pytest.mark.skipif(not DIES_WITH_PARENT, reason="PR_SET_PDEATHSIG is Linux only")
-
-PR_GET_PDEATHSIG = 2
-PRINT_PARENT_DEATH_SIGNAL = f"""
-import ctypes
-signum = ctypes.c_int()
-ctypes.CDLL(None).prctl({PR_GET_PDEATHSIG}, ctypes.byref(signum))
-print(signum.value)
-"""
 
 
 def wait_until(predicate, *, timeout: float, what: str, log: Path | None = None):
@@ -57,71 +50,116 @@ def running(proc: psutil.Process) -> bool:
         return False
 
 
-def test_a_child_runs_with_sigterm_as_its_parent_death_signal():
-    argv = dying_with_parent([sys.executable, "-c", PRINT_PARENT_DEATH_SIGNAL], os.getpid())
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
-    assert done.stdout.strip() == str(int(signal.SIGTERM))
+def test_while_the_parent_lives_the_guard_passes_the_childs_exit_on():
+    code = subprocess.run(
+        guarded([sys.executable, "-c", "raise SystemExit(3)"], parent_pid=os.getpid(), grace=1)
+    )
+    assert code.returncode == 3
+    killed = "import os, signal; os.kill(os.getpid(), signal.SIGUSR1)"
+    by_signal = subprocess.run(guarded([sys.executable, "-c", killed], parent_pid=os.getpid(), grace=1))
+    assert by_signal.returncode == -signal.SIGUSR1
 
 
 def test_a_child_whose_parent_is_already_gone_does_not_start(tmp_path):
     marker = tmp_path / "ran"
-    # The child's parent is this process, not the one it is told to die with: as if that one had
-    # died between the fork and the prctl call, and the child had been adopted.
-    argv = dying_with_parent(["touch", str(marker)], os.getppid())
+    # The guard's parent is this process, not the one it is told to die with: as if that one had
+    # died between the fork and the prctl call, and the guard had been adopted.
+    argv = guarded(["touch", str(marker)], parent_pid=os.getppid(), grace=1)
     done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert done.returncode != 0
     assert f"parent {os.getppid()} is gone; not starting" in done.stderr
     assert not marker.exists()
 
 
-# The supervisor in a process of its own, so that the test can SIGKILL it.
+# The supervisor in a process of its own, so that the test can SIGKILL it; idle threads besides
+# its output pumps, as a dying process with threads hands its children from thread to thread.
 SUPERVISOR = """
-import sys, time
-from auctionsite.management.commands.up import redis_answers
+import sys, threading, time
 from auctionsite.supervisor import ProcessSpec, Supervisor
-supervisor = Supervisor(output=sys.stderr)
-supervisor.reconcile([ProcessSpec.of("child", [sys.executable, "-c", sys.argv[1], sys.argv[2]])])
+for _ in range(4):
+    threading.Thread(target=time.sleep, args=(120,), daemon=True).start()
+supervisor = Supervisor(output=sys.stderr, grace=float(sys.argv[1]))
+supervisor.reconcile([ProcessSpec.of("child", [sys.executable, "-c", *sys.argv[2:]])])
 supervisor.step()
 print(supervisor.children["child"].pid, flush=True)
 time.sleep(120)
 """
-# Records which signal ended it, as the feed flushes on SIGTERM.
-CHILD = """
+# Notes every SIGTERM and takes a while to stop, as the feed does while it flushes.
+POLITE = """
 import signal, sys, time
 from pathlib import Path
 marker = Path(sys.argv[1])
-def stop(signum, frame):
-    marker.write_text(signal.Signals(signum).name)
-    sys.exit(0)
-signal.signal(signal.SIGTERM, stop)
-marker.write_text("ready")
+def note(signum, frame):
+    with marker.open("a") as fh:
+        fh.write(signal.Signals(signum).name + "\\n")
+signal.signal(signal.SIGTERM, note)
+marker.write_text("ready\\n")
+while "SIGTERM" not in marker.read_text():
+    time.sleep(0.05)
+time.sleep(1)
+"""
+# Ignores SIGTERM and has forked a grandchild, as a stuck Celery prefork worker.
+STUBBORN = """
+import signal, subprocess, sys, time
+from pathlib import Path
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+Path(sys.argv[1]).write_text(f"{grandchild.pid}\\n")
 time.sleep(120)
 """
 
 
-def test_a_supervised_child_gets_sigterm_when_the_supervisor_is_killed(tmp_path):
-    marker = tmp_path / "child"
+def run_and_kill_a_supervisor(code: str, marker: Path, *, grace: float) -> list[psutil.Process]:
+    """Start a supervisor whose child runs `code`, SIGKILL it once `marker` has a line, and return
+    the guard and every process below it, as they were before the kill."""
     supervisor = subprocess.Popen(
-        [sys.executable, "-c", SUPERVISOR, CHILD, str(marker)],
+        [sys.executable, "-c", SUPERVISOR, f"{grace:g}", code, str(marker)],
         cwd=BASE_DIR,
         env=child_env(PYTHONPATH=str(BASE_DIR)),
         stdout=subprocess.PIPE,
         text=True,
     )
-    child = None
+    guard = psutil.Process(int(supervisor.stdout.readline()))
     try:
-        child = psutil.Process(int(supervisor.stdout.readline()))
-        wait_until(lambda: marker.exists() and marker.read_text() == "ready", timeout=30, what="the child")
+        wait_until(
+            lambda: marker.exists() and marker.read_text().endswith("\n"), timeout=30, what="the child"
+        )
+        procs = [guard, *guard.children(recursive=True)]
+    finally:
         supervisor.kill()
         supervisor.wait(timeout=10)
-        wait_until(lambda: not running(child), timeout=20, what="the child to end")
-        assert marker.read_text() == "SIGTERM"
+        supervisor.stdout.close()
+    return procs
+
+
+def kill_leftovers(procs: list[psutil.Process]) -> None:
+    for proc in procs:
+        if running(proc):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+
+
+def test_a_supervised_child_gets_one_sigterm_when_the_supervisor_is_killed(tmp_path):
+    marker = tmp_path / "child"
+    procs = run_and_kill_a_supervisor(POLITE, marker, grace=10)
+    try:
+        wait_until(lambda: not any(running(proc) for proc in procs), timeout=20, what="the child to end")
+        assert marker.read_text().splitlines() == ["ready", "SIGTERM"]
     finally:
-        if supervisor.poll() is None:
-            supervisor.kill()
-            supervisor.wait()
-        if child is not None and running(child):
-            child.kill()
+        kill_leftovers(procs)
+
+
+def test_a_child_that_ignores_sigterm_is_killed_with_its_group_after_the_grace(tmp_path):
+    marker = tmp_path / "child"
+    procs = run_and_kill_a_supervisor(STUBBORN, marker, grace=1)
+    try:
+        grandchild = int(marker.read_text())
+        assert grandchild in {proc.pid for proc in procs}
+        wait_until(
+            lambda: not any(running(proc) for proc in procs), timeout=15, what="the group to be killed"
+        )
+    finally:
+        kill_leftovers(procs)
 
 
 # --- The whole of `up` ------------------------------------------------------------------------

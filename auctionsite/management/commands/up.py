@@ -4,9 +4,9 @@ Migrates the database, makes sure a demo login exists, starts a Redis when nothi
 REDIS_URL, then runs and supervises the feed (`runfeed`), one Celery worker per queue that has
 work, Celery beat and Daphne, with one combined log. A child that dies is restarted with backoff;
 Ctrl-C, SIGTERM or a closed terminal (SIGHUP) stops them all, process groups included, within a
-few seconds. A SIGKILLed `up` cannot clean up, so on Linux each child is started with SIGTERM as its
-parent-death signal (see `auctionsite.supervisor`): it stops by itself, the feed flushing and the
-workers finishing their task in hand.
+few seconds. A SIGKILLed `up` cannot clean up, so on Linux each child runs under a small guard
+process that the kernel tells when `up` dies (`auctionsite.supervisor.run_guarded`): the guard
+stops its child as `up` would have, SIGTERM then SIGKILL after `--grace` seconds.
 
 What runs is `desired_processes(plan)`, re-read every few seconds, so a strategy enabled in the
 admin gets its worker without a restart once `strategy_worker_specs` returns it.
