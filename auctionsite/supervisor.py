@@ -6,7 +6,7 @@ pool processes and anything else the child forked down with it. A child that die
 after an exponential backoff (capped); the reason (exit code or signal) is logged. Every line a
 child prints is copied to one output stream, prefixed with the child's name. On Linux every child
 is also stopped when the supervisor dies, however it dies (SIGKILL, the OOM killer), so no feed or
-worker outlives it: each runs under a small guardian process (`run_guarded`) that gets the
+worker outlives it: each runs under a small guard process (`run_guarded`) that gets the
 kernel's parent-death signal and stops the child's group as `stop()` would.
 
 The supervisor is a plain class driven by `step()` (one non-blocking pass: reap, restart, escalate

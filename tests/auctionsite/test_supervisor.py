@@ -120,7 +120,7 @@ def test_a_command_that_cannot_start_is_retried_not_raised(make_supervisor):
     sup.step()
     child = sup.children["ghost"]
     if DIES_WITH_PARENT:
-        # The exec fails in the child, after the parent-death signal is armed: a quick exit.
+        # The exec fails under the guard process (after its fork): the child exits 127 at once.
         child.process.wait(timeout=15)
         sup.step()
         wait_until(lambda: "could not start (FileNotFoundError" in sup.output.getvalue(), what="output")
