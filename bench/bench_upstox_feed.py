@@ -239,6 +239,7 @@ async def run_pipeline(
         channel_layer=layer,
         snapshot_keys=keys[:20],
         flush_ms=settings.FEED_FLUSH_MS,
+        stream_ms=settings.FEED_STREAM_MS,
         snapshot_ms=settings.FEED_SNAPSHOT_MS,
         stream_maxlen=settings.TICK_STREAM_MAXLEN,
         key_prefix=prefix,
@@ -265,6 +266,9 @@ async def run_pipeline(
     out["ticks_streamed"] = pipeline.stats.ticks_streamed
     out["rows_written"] = pipeline.stats.rows_written
     out["feed_flush_ms"] = settings.FEED_FLUSH_MS
+    out["feed_stream_ms"] = settings.FEED_STREAM_MS
+    out["stream_batches"] = pipeline.stats.stream_flush_summary()  # each XADD batch's duration
+    out["store_flushes"] = pipeline.stats.flush_summary()  # each history write + flush
     out["cpu_cores_after_run"] = cpu
     return out
 
