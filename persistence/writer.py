@@ -56,8 +56,6 @@ import json
 import logging
 import operator
 import os
-import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -120,17 +118,6 @@ def _column(values: list, type_: pa.DataType) -> pa.Array:
             return pa.array(values, type=type_)
         return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(buffer)])
     return pa.array(values, type=type_)
-
-
-def _background_priority() -> None:
-    """Run the calling thread at the lowest CPU priority (Linux: threads have their own nice
-    value). Merges are background work: on a busy feed machine they must not take CPU from the
-    source, the streams or the flushes (a merge at normal priority showed as lag spikes)."""
-    if hasattr(os, "setpriority") and sys.platform.startswith("linux"):
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        except OSError:  # not permitted: merges simply run at normal priority
-            pass
 
 
 def _merge_files(con: duckdb.DuckDBPyConnection, root: Path, table: str, rel: str, paths: list[str]) -> int:
@@ -216,9 +203,7 @@ class HistoryWriter:
         # Merges run on their own thread and connection, limited to one DuckDB thread so the
         # feed keeps a core; flush() never waits for them.
         self._merge_duck = duckdb.connect(config={"threads": 1})
-        self._compactor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="history-compactor", initializer=_background_priority
-        )
+        self._compactor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history-compactor")
         self._merging: tuple | None = None
         self._series: dict[tuple[str, int], _Series] = {}
         self._loaded_days: set[int] = set()

@@ -26,7 +26,6 @@ stdout → feed): 4-byte little-endian length, msgpack map {"ok": bool, ...}.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import os
@@ -53,7 +52,6 @@ _REQUEST = struct.Struct("<cQ")
 _ANSWER = struct.Struct("<I")
 START_TIMEOUT_S = 120.0
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-WRITER_NICE = 10  # see main()
 
 
 class WriterProcessDied(RuntimeError):
@@ -266,10 +264,6 @@ def _serve(root: str, options: dict) -> int:
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # The live path (socket, decoder, streams, strategies) needs its CPU within milliseconds; the
-    # store only within its flush interval. On a busy machine the kernel should prefer the former.
-    with contextlib.suppress(OSError, AttributeError):
-        os.nice(WRITER_NICE)
     logging.basicConfig(
         level=os.environ.get("LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s history-writer[%(process)d] %(name)s: %(message)s",
