@@ -285,6 +285,7 @@ class AuctionPublisher:
         self.messages_sent = 0
         self.ticks_read = 0
         self._task: asyncio.Task | None = None
+        self._closing = False
         self._last_full = 0.0
 
     @property
@@ -299,12 +300,12 @@ class AuctionPublisher:
         for key, (_, last) in report.ranges.items():
             if key in self.auctions or key in self.by_future:
                 self._upto[key] = last
-        if self._task is None and self.autostart:
+        if self._task is None and self.autostart and not self._closing:
             self._task = asyncio.get_running_loop().create_task(self.run(), name="auction-publisher")
 
     async def run(self) -> None:
-        """Read, feed and publish every `publish_s` until cancelled (the feed's loop ends)."""
-        while True:
+        """Read, feed and publish every `publish_s` until closed or cancelled (the feed ends)."""
+        while not self._closing:
             started = time.monotonic()
             try:
                 await self.step()
@@ -404,13 +405,21 @@ class AuctionPublisher:
         return sent
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        """Stop the publishing task. A cancellation that lands inside a Redis or Channels call can
+        be swallowed by the library (seen: the feed then hung at exit waiting for this task), so
+        the loop also checks a flag, and the task is cancelled again until it has ended."""
+        self._closing = True
+        task, self._task = self._task, None
+        if task is None:
+            return
+        deadline = time.monotonic() + 10.0
+        while not task.done() and time.monotonic() < deadline:
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.2)
+        if not task.done():
+            log.warning("auction publisher did not stop within 10 s; leaving it")
+        elif not task.cancelled() and task.exception() is not None:
+            log.warning("auction publisher ended with %r", task.exception())
 
 
 def flush_hook(pipeline):

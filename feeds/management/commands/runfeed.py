@@ -16,6 +16,7 @@ Thin on purpose: argument checking and wiring only. Secrets never reach a log li
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import signal
 import time
@@ -292,6 +293,17 @@ class Command(BaseCommand):
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+            # Hooks with background work (the auction publisher's task) stop while Redis and the
+            # layer still answer: a task left running into their close could hang the exit.
+            for hook in pipeline.on_flush:
+                close = getattr(getattr(hook, "__self__", hook), "close", None)
+                if close is not None:
+                    try:
+                        result = close()
+                        if inspect.isawaitable(result):
+                            await result
+                    except Exception:
+                        log.exception("runfeed: closing a flush hook failed")
             if layer is not None:
                 await layer.flush()
             await redis.aclose()
