@@ -255,3 +255,37 @@ def test_a_publisher_started_mid_session_rebuilds_the_day_from_the_stream(settin
     assert read == len(ticks)
     assert message["state"]["tpo_counts"] == state_to_dict(expected)["tpo_counts"]
     assert message["state"]["poc"] == expected.poc
+
+
+def test_close_stops_a_publisher_whose_step_swallows_the_cancellation(redis_prefix):
+    """A cancellation that lands inside a library call can be swallowed (it hung runfeed's exit):
+    close() still ends the task, promptly."""
+    publisher = AuctionPublisher(redis=None, instruments={NIFTY: "Nifty 50"}, key_prefix=redis_prefix)
+    swallowed = []
+
+    async def step() -> int:
+        try:
+            await asyncio.sleep(30)  # a slow library call: the cancellation lands in here
+        except asyncio.CancelledError:
+            swallowed.append(1)  # what a library that catches it too broadly does
+        return 0
+
+    publisher.step = step
+
+    async def scenario() -> float:
+        publisher._task = asyncio.get_running_loop().create_task(publisher.run())
+        await asyncio.sleep(0.1)
+        task = publisher._task
+        started = time_module.monotonic()
+        await asyncio.wait_for(publisher.close(), 8)  # the old close() waited forever here
+        assert task.done()
+        return time_module.monotonic() - started
+
+    # In a thread, so a regression fails here instead of hanging the suite.
+    result: list[float] = []
+    runner = threading.Thread(target=lambda: result.append(asyncio.run(scenario())), daemon=True)
+    runner.start()
+    runner.join(15)
+    assert not runner.is_alive(), "close() hung on a task that swallowed its cancellation"
+    assert result and result[0] < 5.0
+    assert swallowed == [1]
