@@ -330,18 +330,17 @@ class FeedPipeline:
             ticks = list(ticks)
         if not ticks:
             return
+        ts = list(map(_ts_ms, ticks))
         if self.writer is not None or self.redis is not None:
             packed = list(map(self._pack, map(tick_fields, ticks)))
             if self.writer is not None:
                 self._pending.extend(packed)
             if self.redis is not None:
-                self._stream_pending.extend(
-                    list(map(_instrument_key, ticks)), list(map(_ts_ms, ticks)), packed
-                )
+                self._stream_pending.extend(list(map(_instrument_key, ticks)), ts, packed)
         watched = self._watched
         if watched:
             self._note(t for t in ticks if t.instrument_key in watched)
-        self._arrived(len(ticks), max(map(_ts_ms, ticks)))
+        self._arrived(len(ticks), max(ts))
 
     def put_packed(self, keys: list[str], ts: list[int], payloads: list[bytes]) -> None:
         """`put` for ticks a source already holds packed: parallel lists of instrument key,

@@ -4,21 +4,15 @@ byte for byte, and a feed that survives its decoder dying."""
 from __future__ import annotations
 
 import io
-import os
-import signal
 
 import msgpack
-import pytest
 from upstox_client.feeder.proto import MarketDataFeedV3_pb2 as pb
 
 from feeds.pipeline import FeedPipeline
 from feeds.ticks import pack_tick, unpack_tick
 from feeds.upstox.decoder import _HEADER, ERROR, SESSION, TICKS, serve
-from feeds.upstox.fake import FakeUpstox
 from feeds.upstox.fake.market import SimulatedMarket, feed_frame, market_info_frame
-from feeds.upstox.fake.testing import RecordingSink, point_settings_at, run_with, wait_until
 from feeds.upstox.normalise import ticks_from_response
-from feeds.upstox.source import SubscriptionPlan, UpstoxSource
 
 NIFTY = "NSE_INDEX|Nifty 50"
 BANK = "NSE_INDEX|Nifty Bank"
@@ -54,38 +48,6 @@ def test_market_info_frames_become_session_records():
     frame = market_info_frame({"NSE_FO": "NORMAL_OPEN", "NSE_INDEX": "NORMAL_OPEN"}, 1_764_000_000_000)
     (record,) = _serve_frames([(3, frame)])
     assert record[0] == SESSION and record[1] == 3 and record[2] == "open"
-
-
-@pytest.fixture
-def fake(settings):
-    with FakeUpstox(ticks_per_second=400, frame_size=10, accepted_tokens={"good-token"}) as server:
-        point_settings_at(settings, server)
-        yield server
-    point_settings_at(settings, None)
-
-
-def test_a_killed_decoder_is_restarted_and_the_feed_goes_on(fake):
-    sink = RecordingSink()
-    source = UpstoxSource(
-        [NIFTY, BANK],
-        token_provider=lambda: "good-token",
-        plan=SubscriptionPlan(fixed={NIFTY: "full", BANK: "full"}),
-        decode="process",
-        backoff_initial_s=0.05,
-        seed=1,
-    )
-
-    async def scenario():
-        await wait_until(lambda: sink.count > 0, what="first ticks")
-        first = source._decoder._proc.pid
-        os.kill(first, signal.SIGKILL)
-        await wait_until(lambda: source._decoder.restarts == 1, what="a new decoder")
-        assert source._decoder._proc.pid != first
-        before = sink.count
-        await wait_until(lambda: sink.count > before + 20, what="ticks through the new decoder")
-
-    run_with(source, sink, scenario)
-    assert fake.feed_connections == 1  # the socket never noticed
 
 
 def test_the_pipeline_takes_packed_ticks_as_it_takes_ticks(tmp_path):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from datetime import date
 
 import pytest
@@ -164,6 +166,23 @@ def test_garbage_frames_are_counted_and_the_feed_goes_on(fake, decode):
     run_with(source, sink, scenario)
     assert sink.status["decode_errors"] == 3
     assert fake.feed_connections == 1  # no reconnect for a bad frame
+
+
+def test_a_killed_decoder_is_restarted_and_the_feed_goes_on(fake):
+    sink = RecordingSink()
+    source = make_source({"token": "good-token"}, decode="process")
+
+    async def scenario():
+        await wait_until(lambda: sink.count > 0, what="first ticks")
+        first = source.decoder_pid
+        os.kill(first, signal.SIGKILL)
+        await wait_until(lambda: source._decoder.restarts == 1, what="a new decoder")
+        assert source.decoder_pid != first
+        before = sink.count
+        await wait_until(lambda: sink.count > before + 20, what="ticks through the new decoder")
+
+    run_with(source, sink, scenario)
+    assert fake.feed_connections == 1  # the socket never noticed
 
 
 def _ladder(underlying: str, centre: float, step: float, width: int) -> StrikeLadder:
