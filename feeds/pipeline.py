@@ -2,9 +2,11 @@
 
 `FeedPipeline` is the `TickSink` every source (sim, replay, Upstox) feeds. On one asyncio loop it
 
-* batches ticks into the history store (`persistence.writer.HistoryWriter`, the store's only writer)
-  at least every `flush_ms`, on a dedicated worker thread so a slow Parquet write never stalls the
-  loop (the writer is not thread-safe: exactly one thread ever touches it);
+* packs each tick once on arrival (`feeds.ticks.pack_tick`'s bytes; `put_packed` takes ticks a
+  source already packed) and sends those bytes to the history store's writer at least every
+  `flush_ms`, from a dedicated worker thread so a slow write never stalls the loop (runfeed's
+  writer is `persistence.writer_process.HistoryWriterProcess`, the store's only writer, in a
+  child process; an in-process `HistoryWriter` works the same; exactly one thread touches it);
 * XADDs every tick, msgpack-packed, to a bounded Redis Stream per instrument
   (`feeds.groups.tick_stream_key`, MAXLEN ~ `stream_maxlen`) every `stream_ms` (~100 ms, the live
   path's latency), one server-side script call per few thousand ticks; the stream ids of each
