@@ -13,6 +13,12 @@ Prints one JSON object:
 * read_while_*: another process runs read_ticks (one instrument, today), read_candles_1m (both
   days) and session_days in a loop during each phase; latencies in ms. read_idle: the same after
   the writer closed (one file per day).
+* write_packed: what runfeed's writer process does (persistence.writer_process): batches of
+  packed full-depth ticks (5 levels, 2,000 instruments, 24,000 ticks a batch, half a second at
+  the feed benchmark's 50k ticks/s) through `HistoryWriter.write_packed` + flush; CPU µs per tick
+  (process time, so another busy process on the machine barely moves it). `unpack_*` is the
+  msgpack unpacking of one such batch with the cyclic GC running and paused, the reason
+  write_packed pauses it.
 * import: `import_history` of each file in ../shared/data when present (skipped otherwise), then
   the same file again (must add nothing).
 """
@@ -220,9 +226,70 @@ def bench_import(quick: bool) -> dict:
     return out
 
 
+def packed_batches(count: int, instruments: int = 2_000, per_instrument: int = 12) -> list[bytes]:
+    import msgpack
+
+    from feeds.ticks import tick_fields
+
+    pack = msgpack.Packer(use_bin_type=True).pack
+    batches = []
+    for b in range(count):
+        ticks = []
+        for j in range(per_instrument):
+            ts = OPEN_MS + (b * per_instrument + j) * 40
+            for i in range(instruments):
+                p = 100.0 + i % 50 + ((b * per_instrument + j) % 13) * 0.05
+                depth = tuple(
+                    (p - k * 0.05, 75 * (k + 1), p + 0.05 + k * 0.05, 50 * (k + 1)) for k in range(5)
+                )
+                ticks.append(
+                    Tick(f"NSE_FO|{100_000 + i}", ts, p, 75, 75 * (b + 1), 1000.0 + i, *depth[0], 99.0, depth)
+                )
+        batches.append(b"".join(map(pack, map(tick_fields, ticks))))
+    return batches
+
+
+def bench_packed(quick: bool) -> dict:
+    import gc
+
+    import msgpack
+
+    batches = packed_batches(4 if quick else 12)
+    ticks = 24_000 * len(batches)
+
+    def unpack(blob: bytes) -> list:
+        unpacker = msgpack.Unpacker(raw=False, use_list=False, max_buffer_size=len(blob))
+        unpacker.feed(blob)
+        return list(unpacker)
+
+    def cpu_us(fn, blobs) -> float:
+        started = time.process_time()
+        for blob in blobs:
+            fn(blob)
+        return round((time.process_time() - started) / (24_000 * len(blobs)) * 1e6, 2)
+
+    unpack_gc_running = cpu_us(unpack, batches[:3])
+    gc.disable()
+    try:
+        unpack_gc_paused = cpu_us(unpack, batches[:3])
+    finally:
+        gc.enable()
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = HistoryWriter(tmp, flush_interval=None)
+        write_us = cpu_us(lambda blob: writer.write_packed(blob, flush=True), batches)
+        writer.close()
+    return {
+        "ticks": ticks,
+        "write_packed_flush_cpu_us_per_tick": write_us,
+        "unpack_cpu_us_per_tick_gc_running": unpack_gc_running,
+        "unpack_cpu_us_per_tick_gc_paused": unpack_gc_paused,
+    }
+
+
 def main() -> None:
     quick = "--quick" in sys.argv
     result = bench_write(5 if quick else 20)
+    result["write_packed"] = bench_packed(quick)
     result["import"] = bench_import(quick)
     print(json.dumps(result))
 

@@ -244,8 +244,9 @@ class HistoryWriter:
         self._check_open()
         written = 0
         # A batch is tens of thousands of rows of small tuples, all alive until it is written: the
-        # cyclic GC would walk them again and again as they pile up (it tripled the cost of
-        # unpacking, measured). They hold no cycles, so it is paused for the batch.
+        # cyclic GC would walk them again and again as they pile up (unpacking cost 2.2x as much
+        # with it running: bench/bench_history.py, write_packed). They hold no cycles, so it is
+        # paused for the batch.
         paused = gc.isenabled()
         gc.disable()
         try:

@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("<II")
 TICKS, SESSION, ERROR = 0, 1, 2
-_KIND_NAMES = {TICKS: "ticks", SESSION: "session", ERROR: "error"}
 PIPE_BYTES = 1 << 20  # room for ~a second of frames at the benchmark's rate
 F_SETPIPE_SZ = 1031  # Linux fcntl
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent

@@ -5,11 +5,9 @@ source's batched hand-off keeps every item in order. Real Redis (unique key pref
 import asyncio
 import collections
 import threading
-import uuid
 
 import msgpack
 import pytest
-import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
@@ -50,17 +48,6 @@ def test_tick_constructor_equals_the_dataclass():
     assert hash(made) == hash(Tick(*fields))
     with pytest.raises(AttributeError):
         made.ltp = 2.0  # still frozen
-
-
-@pytest.fixture
-def prefix():
-    p = f"tfast{uuid.uuid4().hex[:10]}."
-    yield p
-    r = redis.Redis.from_url(settings.REDIS_URL)
-    keys = list(r.scan_iter(match=f"{p}*", count=1000))
-    if keys:
-        r.delete(*keys)
-    r.close()
 
 
 def test_stream_payload_is_pack_tick_and_ranges_span_each_stream(prefix):

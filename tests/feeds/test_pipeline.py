@@ -2,11 +2,9 @@
 store in a tmp dir. Every Redis key and the group carry a unique prefix (Redis is shared)."""
 
 import asyncio
-import uuid
 from datetime import date
 from datetime import time as dtime
 
-import pytest
 import redis
 import redis.asyncio as aioredis
 from channels.layers import get_channel_layer
@@ -21,17 +19,6 @@ from persistence.readers import read_ticks
 from persistence.writer import HistoryWriter
 
 DAY = date(2025, 12, 1)
-
-
-@pytest.fixture
-def prefix():
-    p = f"t{uuid.uuid4().hex[:10]}."
-    yield p
-    r = redis.Redis.from_url(settings.REDIS_URL)
-    keys = list(r.scan_iter(match=f"{p}*", count=1000))
-    if keys:
-        r.delete(*keys)
-    r.close()
 
 
 async def _run(prefix, root, source, snapshot_ms=50):

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from datetime import date
 from datetime import time as dtime
 from pathlib import Path
@@ -26,17 +25,6 @@ from persistence.readers import instruments, read_ticks
 ROOT = Path(__file__).resolve().parents[2]
 DAY = date(2025, 12, 1)
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def prefix():
-    p = f"t{uuid.uuid4().hex[:10]}."
-    yield p
-    r = redis.Redis.from_url(settings.REDIS_URL)
-    keys = list(r.scan_iter(match=f"{p}*", count=1000))
-    if keys:
-        r.delete(*keys)
-    r.close()
 
 
 def _argv(prefix: str, *args: str) -> list[str]:

@@ -5,13 +5,11 @@ worker; option fills use the feed's option ticks; the dashboard gets one message
 
 from __future__ import annotations
 
-import secrets
 from datetime import date
 from decimal import Decimal
 from functools import cache
 
 import pytest
-import redis as redis_lib
 
 from feeds.groups import STRATEGY_GROUP, tick_stream_key
 from feeds.sim import SimSession
@@ -40,22 +38,6 @@ def session_ticks() -> tuple:
     options = sorted({o.instrument_key for o in orders})
     assert options, "the chosen day must trade"
     return tuple(SimSession(DAY, [NIFTY, *options]).ticks()), tuple(options)
-
-
-@pytest.fixture
-def redis_client(test_redis_url):
-    client = redis_lib.Redis.from_url(test_redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def prefix(redis_client):
-    value = f"test-live-{secrets.token_hex(4)}:"
-    yield value
-    keys = list(redis_client.scan_iter(match=value + "*", count=1000))
-    if keys:
-        redis_client.delete(*keys)
 
 
 def publish(client, prefix: str, ticks) -> dict[str, list[str]]:

@@ -5,10 +5,7 @@ same book and records. Uses the worker tests' simulated day and helpers (real Re
 
 from __future__ import annotations
 
-import secrets
-
 import pytest
-import redis as redis_lib
 
 from strategies import trading
 from strategies.live.worker import StrategyWorker, stream_position
@@ -21,22 +18,6 @@ from tests.strategies.test_live_worker import (
     session_ticks,
     stored,
 )
-
-
-@pytest.fixture
-def redis_client(test_redis_url):
-    client = redis_lib.Redis.from_url(test_redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def prefix(redis_client):
-    value = f"test-gate-{secrets.token_hex(4)}:"
-    yield value
-    keys = list(redis_client.scan_iter(match=value + "*", count=1000))
-    if keys:
-        redis_client.delete(*keys)
 
 
 def run_day(redis_client, prefix, slug):
