@@ -121,7 +121,7 @@ class Probe:
         if self.inner is not None:
             self.inner.put(ticks)
 
-    def put_packed(self, keys, ts, payloads) -> None:
+    def put_packed(self, keys, ts, payloads, records=None) -> None:
         now_ns = time.time_ns()
         self.total += len(ts)
         if self.measuring:
@@ -130,7 +130,7 @@ class Probe:
             self.put_start.append(len(self.lags))
             self.lags.extend(map((now_ns // 1_000_000).__sub__, ts))
         if self.inner is not None:
-            self.inner.put_packed(keys, ts, payloads)
+            self.inner.put_packed(keys, ts, payloads, records)
 
     def set_status(self, **fields) -> None:
         self.status.update(fields)

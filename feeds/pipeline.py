@@ -2,9 +2,10 @@
 
 `FeedPipeline` is the `TickSink` every source (sim, replay, Upstox) feeds. On one asyncio loop it
 
-* packs each tick once on arrival (`feeds.ticks.pack_tick`'s bytes; `put_packed` takes ticks a
-  source already packed) and sends those bytes to the history store's writer at least every
-  `flush_ms`, from a dedicated worker thread so a slow write never stalls the loop (runfeed's
+* packs each tick once on arrival (`feeds.ticks.pack_tick`'s bytes, for the streams) and encodes
+  it as a `persistence.records` record (for the store); `put_packed` takes ticks a source already
+  packed and encoded (the Upstox decoder process). The records go to the history store's writer at
+  least every `flush_ms`, from a dedicated worker thread so a slow write never stalls the loop (runfeed's
   writer is `persistence.writer_process.HistoryWriterProcess`, the store's only writer, in a
   child process; an in-process `HistoryWriter` works the same; exactly one thread touches it);
 * XADDs every tick, msgpack-packed, to a bounded Redis Stream per instrument
@@ -43,6 +44,7 @@ import msgpack
 from feeds.groups import FEED_STATUS_KEY, LAST_SNAPSHOT_KEY, MARKET_GROUP, tick_stream_key
 from feeds.sources import OPEN, PRE_OPEN, TickSource
 from feeds.ticks import Tick, tick_fields, unpack_tick
+from persistence.records import encode_rows
 from persistence.store import session_day_of
 
 log = logging.getLogger(__name__)
@@ -127,6 +129,66 @@ class _Columns:
 
     def slice(self, start: int | None, stop: int | None = None) -> _Columns:
         return _Columns(self.keys[start:stop], self.ts[start:stop], self.payloads[start:stop])
+
+
+@dataclass(slots=True)
+class _Records:
+    """Ticks on their way to the history store as `persistence.records` parts, one per frame or
+    `put`: joined only when they are sent to the writer."""
+
+    keys: list[str] = field(default_factory=list)
+    heads: list[bytes] = field(default_factory=list)
+    counts: list[bytes] = field(default_factory=list)
+    levels: list[bytes] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)  # ticks per part
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def add(self, keys: list[str], heads: bytes, counts: bytes, levels: bytes) -> None:
+        self.keys.extend(keys)
+        self.heads.append(heads)
+        self.counts.append(counts)
+        self.levels.append(levels)
+        self.sizes.append(len(keys))
+
+    def take(self, limit: int) -> _Records:
+        """Remove and return the oldest parts, up to `limit` ticks (at least one part)."""
+        parts, ticks = 0, 0
+        for size in self.sizes:
+            if parts and ticks + size > limit:
+                break
+            parts, ticks = parts + 1, ticks + size
+        if parts == len(self.sizes):
+            taken = _Records(self.keys, self.heads, self.counts, self.levels, self.sizes)
+            self.keys, self.heads, self.counts, self.levels, self.sizes = [], [], [], [], []
+            return taken
+        taken = _Records(
+            self.keys[:ticks],
+            self.heads[:parts],
+            self.counts[:parts],
+            self.levels[:parts],
+            self.sizes[:parts],
+        )
+        del (
+            self.keys[:ticks],
+            self.heads[:parts],
+            self.counts[:parts],
+            self.levels[:parts],
+            self.sizes[:parts],
+        )
+        return taken
+
+    def put_back(self, batch: _Records) -> None:
+        """Return a batch taken by `take` to the front (its write failed)."""
+        self.keys[:0] = batch.keys
+        self.heads[:0] = batch.heads
+        self.counts[:0] = batch.counts
+        self.levels[:0] = batch.levels
+        self.sizes[:0] = batch.sizes
+
+    def joined(self) -> tuple[list[str], bytes, bytes, bytes]:
+        return self.keys, b"".join(self.heads), b"".join(self.counts), b"".join(self.levels)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +307,7 @@ class FeedPipeline:
         self,
         *,
         source_name: str,
-        writer,  # persistence.writer.HistoryWriter (write_ticks, flush, close), or None
+        writer,  # persistence.writer.HistoryWriter or HistoryWriterProcess (write_records, flush, close)
         redis,  # redis.asyncio.Redis, or None (no streams, status or last snapshot)
         channel_layer=None,  # Channels layer, or None (no snapshots sent)
         snapshot_keys: Iterable[str] = (),
@@ -297,10 +359,10 @@ class FeedPipeline:
         }
         self.last_tick_ms = 0
         self._last_tick_wall = time.monotonic()
-        # Each tick is packed once, on arrival (`feeds.ticks.pack_tick`'s bytes): the history store
-        # is sent those bytes and each stream entry is them.
+        # Each tick is packed once, on arrival (`feeds.ticks.pack_tick`'s bytes): each stream entry
+        # is those bytes. The history store is sent the ticks as `persistence.records`.
         self._pack = msgpack.Packer(use_bin_type=True).pack
-        self._pending: list[bytes] = []  # for the history store
+        self._pending = _Records()  # for the history store
         self._stream_pending = _Columns()  # for the Redis Streams (when there is a Redis)
         self._changed: set[str] = set()
         self._stream_keys: dict[str, str] = {}
@@ -334,24 +396,36 @@ class FeedPipeline:
             return
         ts = list(map(_ts_ms, ticks))
         if self.writer is not None or self.redis is not None:
-            packed = list(map(self._pack, map(tick_fields, ticks)))
+            rows = list(map(tick_fields, ticks))
             if self.writer is not None:
-                self._pending.extend(packed)
+                self._pending.add(*encode_rows(rows))
             if self.redis is not None:
-                self._stream_pending.extend(list(map(_instrument_key, ticks)), ts, packed)
+                self._stream_pending.extend(
+                    list(map(_instrument_key, ticks)), ts, list(map(self._pack, rows))
+                )
         watched = self._watched
         if watched:
             self._note(t for t in ticks if t.instrument_key in watched)
         self._arrived(len(ticks), max(ts))
 
-    def put_packed(self, keys: list[str], ts: list[int], payloads: list[bytes]) -> None:
+    def put_packed(
+        self,
+        keys: list[str],
+        ts: list[int],
+        payloads: list[bytes],
+        records: tuple[bytes, bytes, bytes] | None = None,
+    ) -> None:
         """`put` for ticks a source already holds packed: parallel lists of instrument key,
-        exchange time (ms) and `feeds.ticks.pack_tick` bytes, in arrival order. No Tick is built
+        exchange time (ms) and `feeds.ticks.pack_tick` bytes, in arrival order, and the same ticks
+        as `persistence.records` (heads, counts, levels) when the source has them. No Tick is built
         but for the instruments the dashboard watches (the Upstox decoder process sends these)."""
         if not payloads:
             return
         if self.writer is not None:
-            self._pending.extend(payloads)
+            if records is None:
+                self._pending.add(*encode_rows([msgpack.unpackb(p, use_list=False) for p in payloads]))
+            else:
+                self._pending.add(keys, *records)
         if self.redis is not None:
             self._stream_pending.extend(keys, ts, payloads)
         watched = self._watched
@@ -518,14 +592,10 @@ class FeedPipeline:
         every `flush_ms`). A failed write puts the batch back: the writer drops what it already had."""
         async with self._store_lock:
             if self.writer is None:
-                self._pending = []
+                self._pending = _Records()
                 return
             loop = asyncio.get_running_loop()
-            if len(self._pending) <= self.high_water:
-                batch, self._pending = self._pending, []
-            else:
-                batch = self._pending[: self.high_water]
-                del self._pending[: self.high_water]
+            batch = self._pending.take(self.high_water)
             if not batch:
                 # Lets the writer seal finished candles on a quiet feed.
                 await loop.run_in_executor(self._executor, self.writer.flush)
@@ -534,14 +604,15 @@ class FeedPipeline:
             try:
                 rows = await loop.run_in_executor(self._executor, self._write_history, batch)
             except Exception:
-                self._pending[:0] = batch
+                self._pending.put_back(batch)
                 raise
             self.stats.flush_ms.append((time.perf_counter() - started) * 1000.0)
             self.stats.flushes += 1
             self.stats.rows_written += rows
 
-    def _write_history(self, batch: list[bytes]) -> int:
-        return self.writer.write_packed(b"".join(batch), flush=True)
+    def _write_history(self, batch: _Records) -> int:
+        keys, heads, counts, levels = batch.joined()
+        return self.writer.write_records(keys, heads, counts, levels, flush=True)
 
     async def _xadd(self, batch: _Columns) -> dict[str, tuple[str, str]]:
         """XADD every tick to its instrument's stream, in order, and return each stream's id range.

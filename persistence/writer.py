@@ -49,27 +49,26 @@ touches Redis, Channels or the Django database.
 
 from __future__ import annotations
 
-import array
 import gc
-import itertools
 import json
 import logging
-import operator
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
 import duckdb
 import msgpack
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from feeds.ticks import Tick
+from feeds.ticks import Tick, tick_fields
+from persistence import records
 from persistence.store import (
     CANDLE_SCHEMA,
     CANDLES_1M,
@@ -98,26 +97,12 @@ log = logging.getLogger(__name__)
 MINUTE_MS = 60_000
 SEAL_GRACE_MS = 2_000
 TICK_COLUMNS = ("instrument_key", "ts_ms", "ltp", "ltq", "volume", "oi", "bid", "bid_qty", "ask", "ask_qty")
-_tick_depth = operator.attrgetter("depth")
-_COLUMN_GETTERS = tuple((name, operator.attrgetter(name)) for name in (*TICK_COLUMNS, "close_prev"))
+# What makes two ticks at the same millisecond the same tick (with the instrument and the time).
+IDENTITY = ("ltp", "ltq", "volume", "oi", "bid", "bid_qty", "ask", "ask_qty")
 
 
 def _day_name(daynum: int) -> str:
     return date.fromordinal(EPOCH.toordinal() + daynum).isoformat()
-
-
-def _column(values: list, type_: pa.DataType) -> pa.Array:
-    """A list of Python numbers as an Arrow array. Going through array.array is ~20x faster than
-    pa.array(values, type=int64) for ints; anything unusual (None, a float among ints) takes the
-    general path."""
-    code = "q" if type_ == pa.int64() else "d" if type_ == pa.float64() else None
-    if code is not None:
-        try:
-            buffer = array.array(code, values)
-        except (TypeError, OverflowError):
-            return pa.array(values, type=type_)
-        return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(buffer)])
-    return pa.array(values, type=type_)
 
 
 def _merge_files(con: duckdb.DuckDBPyConnection, root: Path, table: str, rel: str, paths: list[str]) -> int:
@@ -227,156 +212,306 @@ class HistoryWriter:
         if not ticks:
             self._maybe_flush()
             return 0
-        # One C-level map per column (measured ~25% cheaper than a comprehension of getattrs).
-        columns = {name: list(map(getter, ticks)) for name, getter in _COLUMN_GETTERS}
-        depth: list | None = list(map(_tick_depth, ticks))
-        if not any(depth):
-            depth = None
-        written = self._accept(columns, depth)
+        written = self._write_rows(list(map(tick_fields, ticks)))
         self._maybe_flush()
         return written
 
     def write_packed(self, blob: bytes, *, flush: bool = False) -> int:
         """Like write_ticks for ticks as the feed streams them: `blob` is the concatenation of
-        `feeds.ticks.pack_tick(t)` for each tick (msgpack arrays in `Tick.to_row` order). Columns are
-        built by C-level unpacking and transposing, with no Tick objects in between; this is what
-        the feed's writer process (persistence.writer_process) is sent. `flush=True` then flushes."""
+        `feeds.ticks.pack_tick(t)` for each tick (msgpack arrays in `Tick.to_row` order)."""
         self._check_open()
-        written = 0
-        # A batch is tens of thousands of rows of small tuples, all alive until it is written: the
-        # cyclic GC would walk them again and again as they pile up (unpacking cost 2.2x as much
-        # with it running: bench/bench_history.py, write_packed). They hold no cycles, so it is
-        # paused for the batch.
+        unpacker = msgpack.Unpacker(raw=False, use_list=False, max_buffer_size=max(len(blob), 1024))
+        unpacker.feed(blob)
+        written = self._write_rows(list(unpacker))
+        self._finish_write(flush)
+        return written
+
+    def write_records(
+        self, keys: list[str], heads: bytes, counts: bytes, levels: bytes, *, flush: bool = False
+    ) -> int:
+        """Like write_ticks for ticks as `persistence.records` (what the feed sends its writer):
+        columns come straight out of the bytes. `flush=True` then flushes. Raises RecordError
+        (nothing buffered) when the parts do not fit together."""
+        self._check_open()
+        columns, depth = records.decode(len(keys), heads, counts, levels)
+        written = self._accept(keys, columns, depth) if keys else 0
+        self._finish_write(flush)
+        return written
+
+    def write_tick_columns(self, columns: Mapping[str, Sequence]) -> int:
+        """Like write_ticks for columns (TICK_COLUMNS, close_prev optional); used by imports."""
+        self._check_open()
+        keys = columns["instrument_key"]
+        n = len(keys)
+        cols = {
+            name: np.asarray(columns[name], dtype=np.int64 if name in records.INT_FIELDS else np.float64)
+            for name in TICK_COLUMNS[1:]
+        }
+        close_prev = columns.get("close_prev")
+        cols["close_prev"] = np.zeros(n) if close_prev is None else np.asarray(close_prev, np.float64)
+        written = self._accept(keys, cols, None) if n else 0
+        self._maybe_flush()
+        return written
+
+    def _write_rows(self, rows: list[tuple]) -> int:
+        # A batch is tens of thousands of small tuples, all alive until encoded: the cyclic GC
+        # would walk them again and again as they pile up. They hold no cycles, so it is paused.
+        if not rows:
+            return 0
         paused = gc.isenabled()
         gc.disable()
         try:
-            unpacker = msgpack.Unpacker(raw=False, use_list=False, max_buffer_size=max(len(blob), 1024))
-            unpacker.feed(blob)
-            rows = list(unpacker)
-            if rows:
-                fields = list(zip(*rows, strict=True))
-                del rows
-                columns = dict(zip((*TICK_COLUMNS, "close_prev"), fields, strict=False))
-                depth: list | None = list(fields[11])
-                if not any(depth):
-                    depth = None
-                written = self._accept(columns, depth)
+            keys, heads, counts, levels = records.encode_rows(rows)
+            del rows
         finally:
             if paused:
                 gc.enable()
+        columns, depth = records.decode(len(keys), heads, counts, levels)
+        return self._accept(keys, columns, depth)
+
+    def _finish_write(self, flush: bool) -> None:
         if flush:
             self.flush()
         else:
             self._maybe_flush()
-        return written
 
-    def write_tick_columns(self, columns: Mapping[str, list]) -> int:
-        """Like write_ticks for column lists (TICK_COLUMNS, close_prev optional); used by imports."""
-        self._check_open()
-        cols = {name: list(columns[name]) for name in TICK_COLUMNS}
-        n = len(cols["ts_ms"])
-        cols["close_prev"] = list(columns.get("close_prev") or [0.0] * n)
-        written = self._accept(cols, None)
-        self._maybe_flush()
-        return written
-
-    def _accept(self, cols: dict[str, list], depth: list | None) -> int:
-        keys, tss, ltps, ltqs, vols, ois = (
-            cols["instrument_key"],
-            cols["ts_ms"],
-            cols["ltp"],
-            cols["ltq"],
-            cols["volume"],
-            cols["oi"],
-        )
-        bids, bid_qtys, asks, ask_qtys = cols["bid"], cols["bid_qty"], cols["ask"], cols["ask_qty"]
-        series = self._series
-        accepted: dict[int, list[int]] = {}
-        duplicates = late = 0
-        watermark = self._watermark
-        # The series of the day being read, by instrument key alone: nearly every tick of a batch
-        # is of one day, and this spares a (key, day) tuple and its hash per tick.
-        day_of_cache, cached = -1, {}
-        candle_add = self._candle_add
-        for i, (key, ts) in enumerate(zip(keys, tss, strict=True)):
-            daynum = (ts + IST_OFFSET_MS) // DAY_MS
-            if daynum != day_of_cache:
-                day_of_cache, cached = daynum, {}
-            s = cached.get(key)
+    def _accept(
+        self,
+        keys: Sequence[str] | pa.Array,
+        cols: dict[str, np.ndarray],
+        depth: tuple[np.ndarray, np.ndarray] | None,
+    ) -> int:
+        """Dedupe a batch against each series' high-water mark (module doc), fold the accepted
+        ticks into candles and buffer them. Vectorised: numpy does the per-tick work; Python
+        steps only per series, per candle minute, and per tick sharing its millisecond with
+        another of its series (whose identities must be compared)."""
+        ts = cols["ts_ms"]
+        n = len(ts)
+        encoded = (keys if isinstance(keys, pa.Array) else pa.array(keys, pa.string())).dictionary_encode()
+        names = encoded.dictionary.to_pylist()
+        key_idx = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        daynums = (ts + IST_OFFSET_MS) // DAY_MS
+        first_day = int(daynums[0])
+        one_day = bool((daynums == first_day).all())
+        if one_day:
+            sid, series_keys = key_idx, [(name, first_day) for name in names]
+        else:
+            days, day_idx = np.unique(daynums, return_inverse=True)
+            codes, sid = np.unique(key_idx * len(days) + day_idx.reshape(-1), return_inverse=True)
+            sid = sid.reshape(-1)
+            series_keys = [(names[c // len(days)], int(days[c % len(days)])) for c in codes.tolist()]
+        # The state of each series in the batch (loading a day from disk the first time it is met).
+        states: list[_Series] = []
+        for key, daynum in series_keys:
+            s = self._series.get((key, daynum))
             if s is None:
-                s = series.get((key, daynum))
+                if daynum not in self._loaded_days:
+                    self._load_day(daynum)
+                    s = self._series.get((key, daynum))
                 if s is None:
-                    if daynum not in self._loaded_days:
-                        self._load_day(daynum)
-                        s = series.get((key, daynum))
-                    if s is None:
-                        s = series[(key, daynum)] = _Series()
-                        self._new_instruments.setdefault(daynum, set()).add(key)
-                cached[key] = s
-            if ts < s.mark:
-                late += 1
-                continue
-            ident = (ltps[i], ltqs[i], vols[i], ois[i], bids[i], bid_qtys[i], asks[i], ask_qtys[i])
-            if ts == s.mark:
-                if ident in s.at_mark:
-                    duplicates += 1
-                    continue
-                s.at_mark.add(ident)
-            else:
-                s.mark = ts
-                s.at_mark = {ident}
-            if ts > watermark:
-                watermark = ts
-            day_rows = accepted.get(daynum)
-            if day_rows is None:
-                day_rows = accepted[daynum] = []
-            day_rows.append(i)
-            candle_add(key, daynum, s, ts, ltps[i], ltqs[i], vols[i], ois[i])
-        self._watermark = watermark
-        n_accepted = sum(len(rows) for rows in accepted.values())
+                    s = self._series[(key, daynum)] = _Series()
+                    self._new_instruments.setdefault(daynum, set()).add(key)
+            states.append(s)
+        mark0 = np.fromiter((s.mark for s in states), np.int64, len(states))
+
+        # Arrival order within each series; rows of a series next to each other.
+        order = np.argsort(sid, kind="stable")
+        s_sorted, t_sorted = sid[order], ts[order]
+        starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
+        # The mark each tick meets: the series' stored mark or its latest earlier tick, whichever
+        # is later (a running maximum per series, by offsetting each series above the one before).
+        base = int(t_sorted.min())
+        span = int(t_sorted.max()) - base + 2
+        rank = np.zeros(n, np.int64)
+        rank[starts] = 1
+        rank = np.cumsum(rank) - 1
+        running = np.maximum.accumulate(rank * span + (t_sorted - base + 1))
+        before = np.empty(n, np.int64)
+        before[0] = -1
+        before[1:] = running[:-1] - rank[1:] * span + base - 1
+        before[starts] = -1
+        before = np.maximum(before, mark0[s_sorted])
+        late_sorted = t_sorted < before
+        # Ticks at the mark are duplicates when an identical tick is already there. Non-late ticks
+        # of a series never go back in time, so the ticks sharing a millisecond are adjacent.
+        keep = np.flatnonzero(~late_sorted)
+        ks, kt = s_sorted[keep], t_sorted[keep]
+        same = (ks[1:] == ks[:-1]) & (kt[1:] == kt[:-1])
+        tied = np.zeros(len(keep), bool)
+        tied[1:] |= same
+        tied[:-1] |= same
+        tied |= kt == mark0[ks]
+        dup_sorted = np.zeros(n, bool)
+        at_ts: dict[tuple[int, int], set] = {}
+        if tied.any():
+            positions = keep[tied]
+            rows = order[positions]
+            for pos, s_i, t_i, ident in zip(
+                positions.tolist(),
+                s_sorted[positions].tolist(),
+                t_sorted[positions].tolist(),
+                self._identities(cols, rows),
+                strict=True,
+            ):
+                seen = at_ts.get((s_i, t_i))
+                if seen is None:
+                    s = states[s_i]
+                    seen = at_ts[(s_i, t_i)] = set(s.at_mark) if t_i == s.mark else set()
+                if ident in seen:
+                    dup_sorted[pos] = True
+                else:
+                    seen.add(ident)
+        accepted_sorted = ~late_sorted & ~dup_sorted
+        late, duplicates = int(late_sorted.sum()), int(dup_sorted.sum())
+        n_accepted = n - late - duplicates
         self.stats["duplicates"] += duplicates
         self.stats["late"] += late
         self.stats["written"] += n_accepted
         if not n_accepted:
             return 0
+
+        acc = order[accepted_sorted]  # accepted rows, by series then arrival
+        acc_sid = sid[acc]
+        self._update_marks(states, cols, acc, acc_sid, at_ts)
+        self._fold_candles(states, series_keys, cols, acc, acc_sid)
+
         seq0 = self._manifest.next_seq
-        self._manifest.next_seq += len(tss)
-        arrays = [_column(cols[f.name], f.type) for f in TICK_SCHEMA if f.name != "seq"]
-        arrays.append(pa.arange(seq0, seq0 + len(tss)).cast(pa.int64()))
+        self._manifest.next_seq += n
+        arrays = [pa.array(keys, pa.string()) if not isinstance(keys, pa.Array) else keys]
+        arrays += [pa.array(cols[f.name]) for f in TICK_SCHEMA if f.name not in ("instrument_key", "seq")]
+        arrays.append(pa.arange(seq0, seq0 + n).cast(pa.int64()))
         batch = pa.Table.from_arrays(arrays, schema=TICK_SCHEMA)
-        depth_batch = self._depth_table(cols, depth, seq0) if depth is not None else None
-        for daynum, rows in accepted.items():
-            whole = len(rows) == len(tss)
-            take = None if whole else pa.array(rows, type=pa.int64())
+        depth_batch = self._depth_table(arrays[0], arrays[1], depth, seq0) if depth is not None else None
+        accepted = np.zeros(n, bool)
+        accepted[acc] = True
+        for daynum in np.unique(daynums[acc]).tolist():
+            whole = n_accepted == n and one_day
+            take = None if whole else pa.array(np.flatnonzero(accepted & (daynums == daynum)))
             self._pending[TICKS].setdefault(daynum, []).append(batch if whole else batch.take(take))
             if depth_batch is not None:
                 part = depth_batch if whole else depth_batch.take(take)
                 part = part.filter(pc.greater(pc.list_value_length(part["levels"]), 0))
                 if part.num_rows:
                     self._pending[DEPTH].setdefault(daynum, []).append(part)
+        watermark = int(ts[acc].max())
+        if watermark > self._watermark:
+            self._watermark = watermark
         return n_accepted
 
     @staticmethod
-    def _depth_table(cols: dict[str, list], depth: list, seq0: int) -> pa.Table:
-        # Flat columns and offsets: building per-level dicts would halve the writer's throughput.
-        # Flattened by chain in C: a nested comprehension cost ~0.7 µs a full-depth tick.
-        flat = list(itertools.chain.from_iterable(itertools.chain.from_iterable(depth)))
-        offsets = pa.array([0, *itertools.accumulate(map(len, depth))], pa.int32())
-        levels = pa.StructArray.from_arrays(
+    def _identities(cols: dict[str, np.ndarray], rows: np.ndarray) -> Iterable[tuple]:
+        """The identity (module doc) of each of `rows`, as Python tuples."""
+        return zip(*(cols[name][rows].tolist() for name in IDENTITY), strict=True)
+
+    @staticmethod
+    def _update_marks(
+        states: list[_Series],
+        cols: dict[str, np.ndarray],
+        acc: np.ndarray,
+        acc_sid: np.ndarray,
+        at_ts: dict[tuple[int, int], set],
+    ) -> None:
+        """Each series' new mark: its last accepted tick, and the identities at that millisecond."""
+        last = np.flatnonzero(np.r_[acc_sid[1:] != acc_sid[:-1], True])
+        rows = acc[last]
+        for s_i, t_i, ident in zip(
+            acc_sid[last].tolist(),
+            cols["ts_ms"][rows].tolist(),
+            HistoryWriter._identities(cols, rows),
+            strict=True,
+        ):
+            s = states[s_i]
+            seen = at_ts.get((s_i, t_i))
+            if seen is not None:
+                s.at_mark = seen  # every identity at that millisecond, this batch's and stored
+            elif t_i != s.mark:
+                s.at_mark = {ident}
+            else:  # cannot happen (a tick at the stored mark is tied), but would keep both
+                s.at_mark.add(ident)
+            s.mark = t_i
+
+    def _fold_candles(
+        self,
+        states: list[_Series],
+        series_keys: list[tuple[str, int]],
+        cols: dict[str, np.ndarray],
+        acc: np.ndarray,
+        acc_sid: np.ndarray,
+    ) -> None:
+        """`_candle_add` for every accepted tick, one Python step per (series, minute) instead."""
+        ts = cols["ts_ms"][acc]
+        minute = ts - ts % MINUTE_MS
+        ltp, ltq, vol, oi = (cols[name][acc] for name in ("ltp", "ltq", "volume", "oi"))
+        starts = np.flatnonzero(np.r_[True, (acc_sid[1:] != acc_sid[:-1]) | (minute[1:] != minute[:-1])])
+        ends = np.r_[starts[1:], len(acc)] - 1
+        high = np.maximum.reduceat(ltp, starts)
+        low = np.minimum.reduceat(ltp, starts)
+        sum_ltq = np.add.reduceat(ltq, starts)
+        traded = np.where(vol != 0, np.arange(len(acc)), -1)
+        last_traded = np.maximum.reduceat(traded, starts)
+        last_volume = np.where(last_traded >= starts, vol[np.maximum(last_traded, 0)], 0)
+        emit = self._emit_candle
+        for s_i, m, o, h, lo, c, q, v, last_oi, v0, q0 in zip(
+            acc_sid[starts].tolist(),
+            minute[starts].tolist(),
+            ltp[starts].tolist(),
+            high.tolist(),
+            low.tolist(),
+            ltp[ends].tolist(),
+            sum_ltq.tolist(),
+            last_volume.tolist(),
+            oi[ends].tolist(),
+            vol[starts].tolist(),
+            ltq[starts].tolist(),
+            strict=True,
+        ):
+            s = states[s_i]
+            if m == s.minute:
+                if h > s.high:
+                    s.high = h
+                if lo < s.low:
+                    s.low = lo
+                s.close = c
+                s.sum_ltq += q
+            else:
+                if s.minute >= 0:
+                    if s.dirty:
+                        key, daynum = series_keys[s_i]
+                        emit(key, daynum, s)
+                    s.base_volume = s.last_volume
+                elif s.base_volume is None:
+                    # First tick of the day seen: the volume before it is what this trade did not add.
+                    s.base_volume = max(v0 - q0, 0) if v0 else 0
+                s.minute = m
+                s.open, s.high, s.low, s.close = o, h, lo, c
+                s.sum_ltq = q
+            if v:
+                s.last_volume = v
+            s.oi = last_oi
+            s.dirty = True
+
+    @staticmethod
+    def _depth_table(
+        keys: pa.Array, ts: pa.Array, depth: tuple[np.ndarray, np.ndarray], seq0: int
+    ) -> pa.Table:
+        counts, levels = depth
+        offsets = np.zeros(len(counts) + 1, np.int32)
+        np.cumsum(counts, out=offsets[1:])
+        values = pa.StructArray.from_arrays(
             [
-                _column(flat[0::4], pa.float64()),
-                _column(flat[1::4], pa.int64()),
-                _column(flat[2::4], pa.float64()),
-                _column(flat[3::4], pa.int64()),
+                pa.array(levels[:, 0]),
+                pa.array(levels[:, 1].astype(np.int64)),
+                pa.array(levels[:, 2]),
+                pa.array(levels[:, 3].astype(np.int64)),
             ],
             fields=list(DEPTH_LEVEL),
         )
         return pa.Table.from_arrays(
             [
-                pa.array(cols["instrument_key"], pa.string()),
-                _column(cols["ts_ms"], pa.int64()),
-                pa.ListArray.from_arrays(offsets, levels, type=DEPTH_SCHEMA.field("levels").type),
-                pa.arange(seq0, seq0 + len(depth)).cast(pa.int64()),
+                keys,
+                ts,
+                pa.ListArray.from_arrays(pa.array(offsets), values, type=DEPTH_SCHEMA.field("levels").type),
+                pa.arange(seq0, seq0 + len(counts)).cast(pa.int64()),
             ],
             schema=DEPTH_SCHEMA,
         )

@@ -7,8 +7,8 @@ quarter of a core the other two needed (bench/bench_upstox_feed.py). Here the wr
 own interpreter, fed the ticks the pipeline has already packed for the streams, so the feed process
 only joins bytes and writes them to a pipe.
 
-`HistoryWriterProcess` has the pipeline's writer interface (`write_packed`, `write_ticks`, `flush`,
-`close`) and runs `persistence.writer.HistoryWriter` in a child (`python -m
+`HistoryWriterProcess` has the pipeline's writer interface (`write_records`, `write_packed`,
+`write_ticks`, `flush`, `close`) and runs `persistence.writer.HistoryWriter` in a child (`python -m
 persistence.writer_process ROOT`), which holds the store's lock; the store's rules (one writer,
 readers never blocked, what a crash loses) are unchanged. Call it from one thread, as the
 pipeline does (its writer thread); each call waits for the child's answer.
@@ -40,11 +40,12 @@ from pathlib import Path
 
 import msgpack
 
+from persistence import records
 from persistence.store import StoreLocked
 
 log = logging.getLogger(__name__)
 
-OP_WRITE = b"W"  # payload: packed ticks; answer {"ok", "rows"}
+OP_WRITE = b"W"  # payload: msgpack [keys, heads, counts, levels] (persistence.records); answer {"ok", "rows"}
 OP_WRITE_FLUSH = b"X"  # the same, then flush
 OP_FLUSH = b"F"
 OP_CLOSE = b"C"
@@ -90,13 +91,23 @@ class HistoryWriterProcess:
         self._start(lock_wait_s=lock_wait_s)
 
     # --- the writer interface --------------------------------------------------------------------
+    def write_records(
+        self, keys: list[str], heads: bytes, counts: bytes, levels: bytes, *, flush: bool = False
+    ) -> int:
+        """Ticks as `persistence.records` (what the feed sends): the bytes go to the child as they are."""
+        payload = self._pack([keys, heads, counts, levels])
+        return self._call(OP_WRITE_FLUSH if flush else OP_WRITE, payload)["rows"]
+
     def write_packed(self, blob: bytes, *, flush: bool = False) -> int:
-        return self._call(OP_WRITE_FLUSH if flush else OP_WRITE, blob)["rows"]
+        """Ticks as concatenated `feeds.ticks.pack_tick` bytes."""
+        unpacker = msgpack.Unpacker(raw=False, use_list=False, max_buffer_size=max(len(blob), 1024))
+        unpacker.feed(blob)
+        return self.write_records(*records.encode_rows(list(unpacker)), flush=flush)
 
     def write_ticks(self, ticks: Iterable) -> int:
         from feeds.ticks import tick_fields
 
-        return self.write_packed(b"".join(map(self._pack, map(tick_fields, ticks))))
+        return self.write_records(*records.encode_rows(list(map(tick_fields, ticks))))
 
     def flush(self) -> None:
         self._call(OP_FLUSH, b"")
@@ -245,7 +256,10 @@ def _serve(root: str, options: dict) -> int:
         closing = op == OP_CLOSE
         try:
             if op in (OP_WRITE, OP_WRITE_FLUSH):
-                answer(ok=True, rows=writer.write_packed(payload, flush=op == OP_WRITE_FLUSH))
+                keys, heads, counts, levels = msgpack.unpackb(payload, raw=False)
+                del payload
+                rows = writer.write_records(keys, heads, counts, levels, flush=op == OP_WRITE_FLUSH)
+                answer(ok=True, rows=rows)
             elif op == OP_FLUSH:
                 writer.flush()
                 answer(ok=True)

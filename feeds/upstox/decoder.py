@@ -8,15 +8,16 @@ at 50,000 ticks/s it alone needed about half a core, and the loop starved
 and the framing; its message handler hands each frame's raw bytes to this process, which decodes
 it with the SDK's generated `FeedResponse`, normalises it with `feeds.upstox.normalise` (the same
 code as in-process: identical ticks, tested) and sends back each tick packed
-(`feeds.ticks.pack_tick`'s bytes) with its instrument key and exchange time. The pipeline streams
-and stores those bytes as they are (`FeedPipeline.put_packed`): no Tick is built in the feed
-process except for the instruments it watches.
+(`feeds.ticks.pack_tick`'s bytes) with its instrument key and exchange time, and the frame's ticks
+as `persistence.records` for the history writer. The pipeline streams the packed ticks and stores
+the records as they are (`FeedPipeline.put_packed`): no Tick is built, here or in the feed process
+(except for the instruments it watches).
 
 `FrameDecoder` is the feed side. `send` is called on the SDK's socket thread (a blocking pipe write:
 backpressure, as the socket itself would give); records come back on the event loop through a read
 pipe and go to the `on_record` callback:
 
-    ("ticks", generation, (keys, ts, payloads))  # parallel lists, in the frame's order
+    ("ticks", generation, (keys, ts, payloads, records))  # parallel lists, in the frame's order
     ("session", generation, state)               # a market_info frame (PRE_OPEN/OPEN/CLOSED)
     ("error", generation, DecodeError(message))  # an undecodable frame, counted by the source
 
@@ -160,7 +161,8 @@ class _Records(asyncio.Protocol):
         deliver = self.decoder.on_record
         for kind, generation, *rest in self.unpacker:
             if kind == TICKS:
-                deliver(("ticks", generation, tuple(rest)))
+                keys, ts, payloads, heads, counts, levels = rest
+                deliver(("ticks", generation, (keys, ts, payloads, (heads, counts, levels))))
             elif kind == SESSION:
                 deliver(("session", generation, rest[0]))
             else:
@@ -179,14 +181,13 @@ def serve(inp, out) -> int:
 
     from upstox_client.feeder.proto import MarketDataFeedV3_pb2 as pb
 
-    from feeds.ticks import tick_fields
-    from feeds.upstox.normalise import market_status_from_response, ticks_from_response
+    from feeds.upstox.normalise import market_status_from_response, rows_from_response
+    from persistence.records import encode_rows
 
     parse = pb.FeedResponse.FromString
     gc.freeze()  # what start-up built lives as long as the process: no collection need walk it
     pack = msgpack.Packer(use_bin_type=True).pack
-    key_of = operator.attrgetter("instrument_key")
-    ts_of = operator.attrgetter("ts_ms")
+    ts_of = operator.itemgetter(1)
     while True:
         head = inp.read(_HEADER.size)
         if len(head) < _HEADER.size:
@@ -201,14 +202,18 @@ def serve(inp, out) -> int:
             out.write(pack([ERROR, generation, str(exc) or "undecodable frame"]))
             out.flush()
             continue
-        ticks = ticks_from_response(response)
-        if ticks:
+        rows = rows_from_response(response)
+        if rows:
+            keys, heads, counts, levels = encode_rows(rows)
             record = [
                 TICKS,
                 generation,
-                list(map(key_of, ticks)),
-                list(map(ts_of, ticks)),
-                list(map(pack, map(tick_fields, ticks))),
+                keys,
+                list(map(ts_of, rows)),
+                list(map(pack, rows)),
+                heads,
+                counts,
+                levels,
             ]
             out.write(pack(record))
         else:

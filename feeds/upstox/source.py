@@ -187,10 +187,10 @@ class _RawStreamer(MarketDataStreamerV3):
         self.raw_sink(message)
 
 
-def _unpacking_put(sink: TickSink) -> Callable[[list[str], list[int], list[bytes]], None]:
+def _unpacking_put(sink: TickSink) -> Callable[..., None]:
     """`put_packed` for a sink that only takes Tick objects."""
 
-    def put_packed(keys: list[str], ts: list[int], packed: list[bytes]) -> None:
+    def put_packed(keys: list[str], ts: list[int], packed: list[bytes], records=None) -> None:
         sink.put([unpack_tick(p) for p in packed])
 
     return put_packed
@@ -469,8 +469,8 @@ class UpstoxSource:
                 if kind == "ticks":
                     # Ticks from an older connection are still real ticks: keep them.
                     if self.decode == "process":
-                        keys, ts, packed = payload
-                        self._put_packed(keys, ts, packed)
+                        keys, ts, packed, records = payload
+                        self._put_packed(keys, ts, packed, records)
                     else:
                         sink.put(payload)
                     if gen == generation:

@@ -9,10 +9,11 @@ import msgpack
 from upstox_client.feeder.proto import MarketDataFeedV3_pb2 as pb
 
 from feeds.pipeline import FeedPipeline
-from feeds.ticks import pack_tick, unpack_tick
+from feeds.ticks import pack_tick, tick_fields, unpack_tick
 from feeds.upstox.decoder import _HEADER, ERROR, SESSION, TICKS, serve
 from feeds.upstox.fake.market import SimulatedMarket, feed_frame, market_info_frame
 from feeds.upstox.normalise import ticks_from_response
+from persistence.records import encode_rows
 
 NIFTY = "NSE_INDEX|Nifty 50"
 BANK = "NSE_INDEX|Nifty Bank"
@@ -34,10 +35,11 @@ def test_decoded_records_equal_in_process_normalising_byte_for_byte():
     records = _serve_frames([(7, f) for f in frames] + [(8, b"\x08\xff\xff garbage")])
     ticks = [r for r in records if r[0] == TICKS]
     assert len(ticks) == len(frames)
-    for (_kind, generation, keys, ts, payloads), frame in zip(ticks, frames, strict=True):
+    for (_kind, generation, keys, ts, payloads, *parts), frame in zip(ticks, frames, strict=True):
         expected = ticks_from_response(pb.FeedResponse.FromString(frame))
         assert generation == 7
         assert payloads == [pack_tick(t) for t in expected]
+        assert (keys, *parts) == tuple(encode_rows([tick_fields(t) for t in expected]))
         assert keys == [t.instrument_key for t in expected]
         assert ts == [t.ts_ms for t in expected]
         assert [unpack_tick(p) for p in payloads] == expected
@@ -64,14 +66,24 @@ def test_the_pipeline_takes_packed_ticks_as_it_takes_ticks(tmp_path):
         p.redis = object()
         return p
 
-    a, b = pipeline(), pipeline()
-    a.put(ticks)
-    b.put_packed([t.instrument_key for t in ticks], [t.ts_ms for t in ticks], [pack_tick(t) for t in ticks])
-    assert a._pending == b._pending
-    assert (a._stream_pending.keys, a._stream_pending.ts, a._stream_pending.payloads) == (
-        b._stream_pending.keys,
-        b._stream_pending.ts,
-        b._stream_pending.payloads,
+    keys, ts, payloads = (
+        [t.instrument_key for t in ticks],
+        [t.ts_ms for t in ticks],
+        [pack_tick(t) for t in ticks],
     )
-    assert a.snapshot_message(full=True)["instruments"] == b.snapshot_message(full=True)["instruments"]
-    assert (a.last_tick_ms, a.stats.ticks_in) == (b.last_tick_ms, b.stats.ticks_in)
+    a, b, c = pipeline(), pipeline(), pipeline()
+    a.put(ticks)
+    b.put_packed(keys, ts, payloads)  # records built from the payloads
+    c.put_packed(keys, ts, payloads, encode_rows([tick_fields(t) for t in ticks])[1:])  # as the decoder sends
+    assert any(t.depth for t in ticks)
+    for other in (b, c):
+        assert a._pending.joined() == other._pending.joined()
+        assert (a._stream_pending.keys, a._stream_pending.ts, a._stream_pending.payloads) == (
+            other._stream_pending.keys,
+            other._stream_pending.ts,
+            other._stream_pending.payloads,
+        )
+        assert (
+            a.snapshot_message(full=True)["instruments"] == other.snapshot_message(full=True)["instruments"]
+        )
+        assert (a.last_tick_ms, a.stats.ticks_in) == (other.last_tick_ms, other.stats.ticks_in)
