@@ -146,6 +146,9 @@ FEED_SOURCE = env.str("FEED_SOURCE", default="sim")
 FEED_SNAPSHOT_MS = env.int("FEED_SNAPSHOT_MS", default=100)
 FEED_FLUSH_MS = env.int("FEED_FLUSH_MS", default=500)
 FEED_STREAM_MS = env.int("FEED_STREAM_MS", default=100)  # Redis Stream batches (the live path)
+# Upstox full mode: an instrument's five-level depth is read (and stored as a depth snapshot) at most
+# once per this many ms; its other ticks carry the best bid/ask only. 0: every tick.
+FEED_DEPTH_EVERY_MS = env.int("FEED_DEPTH_EVERY_MS", default=1000)
 UPSTOX_OPTION_STRIKES = env.int("UPSTOX_OPTION_STRIKES", default=5)  # subscribed strikes each side of ATM
 # Where the feed decodes frames: "process" (a child process; the default), "proto" (the SDK thread).
 UPSTOX_FEED_DECODE = env.str("UPSTOX_FEED_DECODE", default="process")

@@ -187,7 +187,14 @@ async def measure(probe: Probe, seconds: float) -> tuple[float, int]:
 
 def make_source(decode: str, instruments: int) -> UpstoxSource:
     plan = SubscriptionPlan(fixed={f"NSE_FO|{100_000 + i}": "full" for i in range(instruments)})
-    return UpstoxSource([], token_provider=lambda: "bench-token", plan=plan, decode=decode, watchdog_s=60)
+    return UpstoxSource(
+        [],
+        token_provider=lambda: "bench-token",
+        plan=plan,
+        decode=decode,
+        watchdog_s=60,
+        depth_every_ms=settings.FEED_DEPTH_EVERY_MS,
+    )
 
 
 async def run_plain(decode: str, instruments: int, seconds: float) -> dict:
@@ -355,7 +362,12 @@ def main() -> dict:
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # reconnect chatter would only slow the run
     seconds = 10.0 if args.quick else 60.0
-    result: dict = {"bench": "upstox_feed", "quick": args.quick, "offered_ticks_per_s": args.rate}
+    result: dict = {
+        "bench": "upstox_feed",
+        "quick": args.quick,
+        "offered_ticks_per_s": args.rate,
+        "depth_every_ms": settings.FEED_DEPTH_EVERY_MS,
+    }
     result["instruments"] = args.instruments
     result["stages"] = stage_costs()
     try:

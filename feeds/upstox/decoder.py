@@ -63,8 +63,9 @@ Record = tuple[str, int, object]
 class FrameDecoder:
     """The feed side of the decoder process (see the module doc)."""
 
-    def __init__(self, on_record: Callable[[Record], None]):
+    def __init__(self, on_record: Callable[[Record], None], depth_every_ms: int = 0):
         self.on_record = on_record
+        self.depth_every_ms = depth_every_ms
         self.restarts = 0
         self.frames_lost = 0
         self._proc: subprocess.Popen | None = None
@@ -86,7 +87,7 @@ class FrameDecoder:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH", "")]))
         proc = subprocess.Popen(
-            [sys.executable, "-m", "feeds.upstox.decoder"],
+            [sys.executable, "-m", "feeds.upstox.decoder", str(self.depth_every_ms)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -175,8 +176,9 @@ class _Records(asyncio.Protocol):
 # --- the child ----------------------------------------------------------------------------------
 
 
-def serve(inp, out) -> int:
-    """Decode frames from `inp` until EOF, writing records to `out`."""
+def serve(inp, out, depth_every_ms: int = 0) -> int:
+    """Decode frames from `inp` until EOF, writing records to `out` (full depth at most every
+    `depth_every_ms` per instrument: `feeds.upstox.normalise.rows_from_response`)."""
     import operator
 
     from upstox_client.feeder.proto import MarketDataFeedV3_pb2 as pb
@@ -188,6 +190,7 @@ def serve(inp, out) -> int:
     gc.freeze()  # what start-up built lives as long as the process: no collection need walk it
     pack = msgpack.Packer(use_bin_type=True).pack
     ts_of = operator.itemgetter(1)
+    depth_due: dict[str, int] = {}
     while True:
         head = inp.read(_HEADER.size)
         if len(head) < _HEADER.size:
@@ -202,7 +205,7 @@ def serve(inp, out) -> int:
             out.write(pack([ERROR, generation, str(exc) or "undecodable frame"]))
             out.flush()
             continue
-        rows = rows_from_response(response)
+        rows = rows_from_response(response, depth_every_ms, depth_due)
         if rows:
             keys, heads, counts, levels = encode_rows(rows)
             record = [
@@ -232,7 +235,7 @@ def main() -> int:
     os.dup2(2, 1)  # anything else printed goes to stderr, never into the records
     inp = os.fdopen(0, "rb", buffering=PIPE_BYTES)
     try:
-        return serve(inp, out)
+        return serve(inp, out, int(sys.argv[1]) if len(sys.argv) > 1 else 0)
     except BrokenPipeError:  # the feed went away
         return 0
     finally:

@@ -54,21 +54,32 @@ def market_status(message: dict) -> str | None:
     return session_state(message.get("marketInfo", _EMPTY).get("segmentStatus", _EMPTY))
 
 
-def ticks_from_message(message: dict) -> list[Tick]:
-    """Ticks in one MessageToDict'ed FeedResponse (initial_feed or live_feed; none for market_info)."""
+def ticks_from_message(message: dict, depth_every_ms: int = 0, depth_due: dict | None = None) -> list[Tick]:
+    """Ticks in one MessageToDict'ed FeedResponse (initial_feed or live_feed; none for market_info).
+    `depth_every_ms`/`depth_due`: see `rows_from_response`."""
     feeds = message.get("feeds")
     if not feeds:
         return []
     current_ts = int(message.get("currentTs", 0))
     ticks = []
+    due = depth_due if depth_every_ms > 0 else None
     for key, feed in feeds.items():
-        tick = _tick_from_feed(key, feed, current_ts)
+        tick = _tick_from_feed(key, feed, current_ts, depth_every_ms, due)
         if tick is not None:
             ticks.append(tick)
     return ticks
 
 
-def _tick_from_feed(key: str, feed: dict, current_ts: int) -> Tick | None:
+def _depth_is_due(depth_due: dict, key: str, now_ms: int, every_ms: int) -> bool:
+    if now_ms < depth_due.get(key, 0):
+        return False
+    depth_due[key] = now_ms + every_ms
+    return True
+
+
+def _tick_from_feed(
+    key: str, feed: dict, current_ts: int, depth_every_ms: int, depth_due: dict | None
+) -> Tick | None:
     full = feed.get("fullFeed")
     volume = 0
     oi = 0.0
@@ -79,6 +90,9 @@ def _tick_from_feed(key: str, feed: dict, current_ts: int) -> Tick | None:
             ltpc = market.get("ltpc", _EMPTY)
             volume = int(market.get("vtt", 0))
             oi = float(market.get("oi", 0.0))
+            quotes = market.get("marketLevel", _EMPTY).get("bidAskQuote", ())
+            if depth_due is not None and not _depth_is_due(depth_due, key, current_ts, depth_every_ms):
+                quotes = quotes[:1]
             depth = tuple(
                 (
                     float(q.get("bidP", 0.0)),
@@ -86,7 +100,7 @@ def _tick_from_feed(key: str, feed: dict, current_ts: int) -> Tick | None:
                     float(q.get("askP", 0.0)),
                     int(q.get("askQ", 0)),
                 )
-                for q in market.get("marketLevel", _EMPTY).get("bidAskQuote", ())
+                for q in quotes
             )
         else:
             ltpc = full.get("indexFF", _EMPTY).get("ltpc", _EMPTY)
@@ -139,18 +153,24 @@ def market_status_from_response(response) -> str | None:
     return session_state(statuses)
 
 
-def ticks_from_response(response) -> list[Tick]:
+def ticks_from_response(response, depth_every_ms: int = 0, depth_due: dict | None = None) -> list[Tick]:
     """`ticks_from_message` for a decoded FeedResponse protobuf, without the MessageToDict detour."""
-    return list(starmap(_new_tick, rows_from_response(response)))
+    return list(starmap(_new_tick, rows_from_response(response, depth_every_ms, depth_due)))
 
 
-def rows_from_response(response) -> list[tuple]:
+def rows_from_response(response, depth_every_ms: int = 0, depth_due: dict | None = None) -> list[tuple]:
     """The ticks of a decoded FeedResponse as tuples of their fields in `Tick` order (what
     `feeds.ticks.tick_fields` gives): the decoder process packs these without building Ticks.
 
-    The feed's hottest code: fields are read with `attrgetter`s (several protobuf reads per C call).
-    Five-level depth is most of its cost: each level is a protobuf message object to create."""
+    Depth snapshots: with `depth_every_ms` > 0 and a `depth_due` dict (kept by the caller across
+    frames), an instrument's full depth is read at most once per `depth_every_ms` of feed time
+    (the frames' currentTs); its other ticks carry the best bid and ask only. Nothing downstream
+    needs every tick's five levels (the store keeps depth as snapshots), and reading them is most
+    of this function's cost: each level is a protobuf message object to create.
+
+    The feed's hottest code: fields are read with `attrgetter`s (several protobuf reads per C call)."""
     current_ts = response.currentTs
+    sampled = depth_every_ms > 0 and depth_due is not None
     rows: list[tuple] = []
     append = rows.append
     for key, feed in response.feeds.items():
@@ -165,7 +185,11 @@ def rows_from_response(response) -> list[tuple]:
                 ltpc = market.ltpc
                 volume = market.vtt
                 oi = market.oi
-                levels = tuple(map(_quote_fields, market.marketLevel.bidAskQuote))
+                quotes = market.marketLevel.bidAskQuote
+                if not sampled or _depth_is_due(depth_due, key, current_ts, depth_every_ms):
+                    levels = tuple(map(_quote_fields, quotes))
+                elif quotes:
+                    levels = (_quote_fields(quotes[0]),)
             else:
                 ltpc = full.indexFF.ltpc
         elif kind == "firstLevelWithGreeks":

@@ -217,6 +217,7 @@ class UpstoxSource:
         strikes_each_side: int = 5,
         option_mode: str = FULL,
         decode: str = "proto",
+        depth_every_ms: int = 0,
         backoff_initial_s: float = 1.0,
         backoff_max_s: float = 60.0,
         watchdog_s: float = 20.0,
@@ -233,6 +234,10 @@ class UpstoxSource:
         self.strikes_each_side = strikes_each_side
         self.option_mode = option_mode
         self.decode = decode
+        # Full depth at most once per instrument per this many ms of feed time (0: every tick);
+        # see feeds.upstox.normalise.rows_from_response.
+        self.depth_every_ms = max(int(depth_every_ms), 0)
+        self._depth_due: dict[str, int] = {}
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.watchdog_s = watchdog_s
@@ -273,6 +278,7 @@ class UpstoxSource:
             "token_provider": feed_token,
             "strikes_each_side": getattr(settings, "UPSTOX_OPTION_STRIKES", 5),
             "decode": getattr(settings, "UPSTOX_FEED_DECODE", "process"),
+            "depth_every_ms": getattr(settings, "FEED_DEPTH_EVERY_MS", 0),
         }
         options.update(overrides)
         return cls(list(instruments or settings.WATCHLIST), **options)
@@ -294,7 +300,7 @@ class UpstoxSource:
         if self.decode == "process":
             from feeds.upstox.decoder import FrameDecoder
 
-            self._decoder = FrameDecoder(self._queue.put_nowait)
+            self._decoder = FrameDecoder(self._queue.put_nowait, depth_every_ms=self.depth_every_ms)
             await self._decoder.start()
         try:
             while True:
@@ -373,10 +379,11 @@ class UpstoxSource:
 
     def _listeners(self, generation: int) -> dict[str, Callable]:
         post = self._post
+        every, due = self.depth_every_ms, self._depth_due
         if self.decode == "proto":
 
             def on_message(response) -> None:
-                ticks = ticks_from_response(response)
+                ticks = ticks_from_response(response, every, due)
                 if ticks:
                     post(("ticks", generation, ticks))
                 else:
@@ -386,7 +393,7 @@ class UpstoxSource:
         else:
 
             def on_message(message: dict) -> None:
-                ticks = ticks_from_message(message)
+                ticks = ticks_from_message(message, every, due)
                 if ticks:
                     post(("ticks", generation, ticks))
                 else:
