@@ -216,7 +216,7 @@ async def run_pipeline(
     import redis.asyncio as aioredis
     from channels.layers import get_channel_layer
 
-    from feeds.pipeline import FeedPipeline
+    from feeds.pipeline import FeedPipeline, settle_gc
     from persistence.writer_process import HistoryWriterProcess
 
     published: list[tuple[float, float]] = []
@@ -252,6 +252,7 @@ async def run_pipeline(
         key_prefix=prefix,
     )
     pipeline.on_flush.append(on_flush)
+    settle_gc()  # as runfeed does
     task = asyncio.create_task(pipeline.run(ProbedSource(source, probe)))
     try:
         elapsed, count = await measure(probe, seconds)

@@ -49,10 +49,12 @@ touches Redis, Channels or the Django database.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -103,6 +105,14 @@ IDENTITY = ("ltp", "ltq", "volume", "oi", "bid", "bid_qty", "ask", "ask_qty")
 
 def _day_name(daynum: int) -> str:
     return date.fromordinal(EPOCH.toordinal() + daynum).isoformat()
+
+
+def _background_priority() -> None:
+    """Run this thread (the compactor) at the lowest CPU priority: a merge can wait, the feed's
+    decoding and streaming cannot (a merge of a day's files took a core for a second or more, and
+    the feed's lag tail grew with it). Linux gives threads their own nice value."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def _merge_files(con: duckdb.DuckDBPyConnection, root: Path, table: str, rel: str, paths: list[str]) -> int:
@@ -188,7 +198,9 @@ class HistoryWriter:
         # Merges run on their own thread and connection, limited to one DuckDB thread so the
         # feed keeps a core; flush() never waits for them.
         self._merge_duck = duckdb.connect(config={"threads": 1})
-        self._compactor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history-compactor")
+        self._compactor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="history-compactor", initializer=_background_priority
+        )
         self._merging: tuple | None = None
         self._series: dict[tuple[str, int], _Series] = {}
         self._loaded_days: set[int] = set()

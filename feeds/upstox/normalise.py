@@ -171,9 +171,13 @@ def rows_from_response(response, depth_every_ms: int = 0, depth_due: dict | None
     The feed's hottest code: fields are read with `attrgetter`s (several protobuf reads per C call)."""
     current_ts = response.currentTs
     sampled = depth_every_ms > 0 and depth_due is not None
+    due_at = depth_due.get if sampled else None
+    next_due = current_ts + depth_every_ms
     rows: list[tuple] = []
     append = rows.append
-    for key, feed in response.feeds.items():
+    feeds = response.feeds
+    for key in feeds:  # the map's own iterator and lookup: C, unlike its items() view
+        feed = feeds[key]
         kind = feed.WhichOneof("FeedUnion")
         volume = 0
         oi = 0.0
@@ -181,12 +185,11 @@ def rows_from_response(response, depth_every_ms: int = 0, depth_due: dict | None
         if kind == "fullFeed":
             full = feed.fullFeed
             if full.WhichOneof("FullFeedUnion") == "marketFF":
-                market = full.marketFF
-                ltpc = market.ltpc
-                volume = market.vtt
-                oi = market.oi
-                quotes = market.marketLevel.bidAskQuote
-                if not sampled or _depth_is_due(depth_due, key, current_ts, depth_every_ms):
+                ltpc, volume, oi, quotes = _market_fields(full.marketFF)
+                if not sampled:
+                    levels = tuple(map(_quote_fields, quotes))
+                elif current_ts >= due_at(key, 0):  # _depth_is_due, inlined
+                    depth_due[key] = next_due
                     levels = tuple(map(_quote_fields, quotes))
                 elif quotes:
                     levels = (_quote_fields(quotes[0]),)
@@ -228,6 +231,7 @@ def rows_from_response(response, depth_every_ms: int = 0, depth_due: dict | None
 
 _ltpc_fields = operator.attrgetter("ltp", "ltt", "ltq", "cp")
 _quote_fields = operator.attrgetter("bidP", "bidQ", "askP", "askQ")  # a depth level, Tick's order
+_market_fields = operator.attrgetter("ltpc", "vtt", "oi", "marketLevel.bidAskQuote")
 _NO_LEVEL = (0.0, 0, 0.0, 0)
 
 

@@ -87,3 +87,17 @@ def test_the_pipeline_takes_packed_ticks_as_it_takes_ticks(tmp_path):
             a.snapshot_message(full=True)["instruments"] == other.snapshot_message(full=True)["instruments"]
         )
         assert (a.last_tick_ms, a.stats.ticks_in) == (other.last_tick_ms, other.stats.ticks_in)
+
+
+def test_the_decoder_samples_depth_as_the_in_process_normaliser_does():
+    market = SimulatedMarket()
+    instruments = [(NIFTY, "full")] + [(f"NSE_FO|{40_000 + i}", "full") for i in range(10)]
+    frames = [feed_frame(market, instruments, 1, 1_764_000_000_000 + 300 * i) for i in range(9)]
+    inp = io.BytesIO(b"".join(_HEADER.pack(1, len(f)) + f for f in frames))
+    out = io.BytesIO()
+    assert serve(inp, out, 1000) == 0
+    records = list(msgpack.Unpacker(io.BytesIO(out.getvalue()), raw=False))
+    due: dict[str, int] = {}
+    expected = [ticks_from_response(pb.FeedResponse.FromString(f), 1000, due) for f in frames]
+    assert [[unpack_tick(p) for p in r[4]] for r in records] == expected
+    assert [sum(bool(t.depth) for t in ticks) for ticks in expected] == [10, 0, 0, 0, 10, 0, 0, 0, 10]

@@ -99,3 +99,42 @@ def test_dict_and_protobuf_paths_agree_on_simulated_frames(keys, modes, frame_ty
     from_dict, from_proto = both(frame)
     assert from_dict == from_proto
     assert {t.instrument_key for t in from_dict} == set(keys)
+
+
+def test_full_depth_is_read_at_most_once_per_interval_per_instrument_on_both_paths():
+    """FEED_DEPTH_EVERY_MS: an instrument's five levels come on its first tick and then once its
+    interval of feed time (currentTs) has passed; every tick keeps its best bid and ask."""
+    market = SimulatedMarket(seed=3)
+    keys = [
+        ("NSE_FO|1", "full"),
+        ("NSE_FO|2", "full"),
+        ("NSE_INDEX|Nifty 50", "full"),
+        ("NSE_FO|3", "option_greeks"),
+    ]
+    due_dict: dict[str, int] = {}
+    due_proto: dict[str, int] = {}
+    seen = []
+    for now in (1_000, 1_400, 1_999, 2_000, 2_500, 3_100):
+        response = pb.FeedResponse.FromString(feed_frame(market, keys, pb.live_feed, now))
+        from_dict = ticks_from_message(json_format.MessageToDict(response), 1000, due_dict)
+        from_proto = ticks_from_response(response, 1000, due_proto)
+        assert from_dict == from_proto
+        every = {t.instrument_key: t for t in ticks_from_response(response)}  # depth on every tick
+        for tick in from_proto:
+            full = every[tick.instrument_key]
+            assert (tick.bid, tick.bid_qty, tick.ask, tick.ask_qty) == (
+                full.bid,
+                full.bid_qty,
+                full.ask,
+                full.ask_qty,
+            )
+            assert tick.depth in ((), full.depth)
+        seen.append({t.instrument_key for t in from_proto if t.depth})
+    assert seen == [
+        {"NSE_FO|1", "NSE_FO|2"},
+        set(),
+        set(),
+        {"NSE_FO|1", "NSE_FO|2"},
+        set(),
+        {"NSE_FO|1", "NSE_FO|2"},
+    ]
