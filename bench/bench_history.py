@@ -13,12 +13,14 @@ Prints one JSON object:
 * read_while_*: another process runs read_ticks (one instrument, today), read_candles_1m (both
   days) and session_days in a loop during each phase; latencies in ms. read_idle: the same after
   the writer closed (one file per day).
-* write_packed: what runfeed's writer process does (persistence.writer_process): batches of
-  packed full-depth ticks (5 levels, 2,000 instruments, 24,000 ticks a batch, half a second at
-  the feed benchmark's 50k ticks/s) through `HistoryWriter.write_packed` + flush; CPU µs per tick
-  (process time, so another busy process on the machine barely moves it). `unpack_*` is the
-  msgpack unpacking of one such batch with the cyclic GC running and paused, the reason
-  write_packed pauses it.
+* write_packed: batches of full-depth ticks (5 levels, 2,000 instruments, 24,000 ticks a batch,
+  half a second at the feed benchmark's 50k ticks/s) written and flushed, CPU µs per tick
+  (process time, so another busy process on the machine barely moves it):
+  `write_records_*` as runfeed's writer process gets them (`persistence.records`, what the
+  decoder process builds) through `HistoryWriter.write_records`; `write_packed_*` as msgpack
+  ticks through `write_packed` (which unpacks and encodes them first). `unpack_*` is the msgpack
+  unpacking of one such batch with the cyclic GC running and paused, the reason the writer
+  pauses it.
 * import: `import_history` of each file in ../shared/data when present (skipped otherwise), then
   the same file again (must add nothing).
 """
@@ -40,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 import pyarrow as pa  # noqa: E402
 
 from feeds.ticks import Tick  # noqa: E402
-from persistence import readers  # noqa: E402
+from persistence import readers, records  # noqa: E402
 from persistence.writer import HistoryWriter  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -278,8 +280,15 @@ def bench_packed(quick: bool) -> dict:
         writer = HistoryWriter(tmp, flush_interval=None)
         write_us = cpu_us(lambda blob: writer.write_packed(blob, flush=True), batches)
         writer.close()
+    # What the feed's writer process is sent: the same ticks as persistence.records.
+    encoded = {blob: records.encode_rows(unpack(blob)) for blob in batches}
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = HistoryWriter(tmp, flush_interval=None)
+        records_us = cpu_us(lambda blob: writer.write_records(*encoded[blob], flush=True), batches)
+        writer.close()
     return {
         "ticks": ticks,
+        "write_records_flush_cpu_us_per_tick": records_us,
         "write_packed_flush_cpu_us_per_tick": write_us,
         "unpack_cpu_us_per_tick_gc_running": unpack_gc_running,
         "unpack_cpu_us_per_tick_gc_paused": unpack_gc_paused,

@@ -34,11 +34,13 @@ How the store stays consistent with one writer and any number of readers in othe
   so the last candles its predecessor held unwritten are rebuilt from the stored ticks and written
   (unless a candle for that minute is already stored).
 * Compaction. When a day has `compact_after` (30) level-0 files they are merged into one level-1
-  file; when it has `merge_levels_after` (10) level-1 files, all its files merge into one level-2
-  file, so a live day is at most ~40 files; at close every day touched is merged into a single
-  file. Merges run on a background thread (flush never waits for one) and only write a new file;
-  the writer's own thread then swaps it for its inputs with one manifest replace, so a reader sees
-  either the inputs or the merged file, never both. Inputs are deleted `grace_s` later; a reader
+  file; when it has `merge_levels_after` (10) files of a level n ≥ 1, those merge into one file of
+  level n + 1 (tiered: no merge rewrites the whole live day, so each row is rewritten about once
+  per level), so a live day is at most ~30 + 10 per level files; at close every day touched is
+  merged into a single file. Merges run on a background thread at idle priority (flush never waits
+  for one) and only write a new file; the writer's own thread then swaps it for its inputs with
+  one manifest replace, so a reader sees either the inputs or the merged file, never both. Inputs
+  are deleted `grace_s` later; a reader
   whose file vanished anyway re-reads the manifest and retries (persistence.readers).
 * Close (the pipeline calls it on SIGTERM) publishes everything first and only then merges each day
   touched into one file, which can take a few seconds on a big day: killing it then loses nothing.
@@ -111,8 +113,11 @@ def _background_priority() -> None:
     """Run this thread (the compactor) at the lowest CPU priority: a merge can wait, the feed's
     decoding and streaming cannot (a merge of a day's files took a core for a second or more, and
     the feed's lag tail grew with it). Linux gives threads their own nice value."""
+    tid = threading.get_native_id()
     with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        os.setpriority(os.PRIO_PROCESS, tid, 19)
+    with contextlib.suppress(AttributeError, OSError):  # only when a core is otherwise idle
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
 
 
 def _merge_files(con: duckdb.DuckDBPyConnection, root: Path, table: str, rel: str, paths: list[str]) -> int:
@@ -786,20 +791,31 @@ class HistoryWriter:
                 for day, parts in list(self._manifest.files[table].items()):
                     # One flush file may still hold superseded candle versions: merge it too.
                     if (table, day) in self._touched and (len(parts) > 1 or parts[0].level == 0):
-                        self._start_merge(table, day, parts, 2)
+                        self._start_merge(table, day, parts, max(2, *(p.level for p in parts)))
                         changed |= self._finish_merge(wait=True)
         elif self._merging is None:
             for table, day in sorted(self._touched):  # only days this writer added files to
-                parts = self._manifest.files[table][day]
-                level0 = [p for p in parts if p.level == 0]
-                if sum(p.level == 1 for p in parts) >= self.merge_levels_after:
-                    self._start_merge(table, day, parts, 2)
-                    break
-                if len(level0) >= self.compact_after:
-                    self._start_merge(table, day, level0, 1)
+                job = self._due_merge(self._manifest.files[table][day])
+                if job is not None:
+                    self._start_merge(table, day, *job)
                     break
         if changed:
             write_manifest(self.root, self._manifest)
+
+    def _due_merge(self, parts: list[PartFile]) -> tuple[list[PartFile], int] | None:
+        """The next merge a live day needs, tiered so that no merge rewrites the whole day: the
+        level-0 files once there are `compact_after` of them, else the files of the lowest level
+        that has `merge_levels_after` of them, into one file a level up. Each row is rewritten
+        about once per level (a log of the day's size), and a day has at most ~compact_after +
+        merge_levels_after per level files."""
+        level0 = [p for p in parts if p.level == 0]
+        if len(level0) >= self.compact_after:
+            return level0, 1
+        for level in sorted({p.level for p in parts} - {0}):
+            same = [p for p in parts if p.level == level]
+            if len(same) >= self.merge_levels_after:
+                return same, level + 1
+        return None
 
     def _start_merge(self, table: str, day: str, inputs: list[PartFile], level: int) -> None:
         rel = self._file_name(table, day, level)

@@ -194,3 +194,35 @@ def test_a_reader_whose_files_were_compacted_away_retries_with_the_new_manifest(
     monkeypatch.setattr(readers, "read_manifest", manifest_as_first_read)
     assert readers.read_ticks(KEY, DAY, DAY, root=tmp_path)["ltp"].to_pylist() == [100.0, 101.0, 102.0]
     assert len(calls) == 2
+
+
+def test_live_merges_are_tiered_and_never_rewrite_the_whole_day_again_and_again(tmp_path):
+    """A long live day: each row is rewritten about once per level (log of the day's size), not
+    once per merge of everything (which grew with the square of the day)."""
+    w = HistoryWriter(tmp_path, flush_interval=None, compact_after=2, merge_levels_after=2, grace_s=0)
+    merged: list[int] = []
+    start_merge = w._start_merge
+
+    def recording(table, day, inputs, level):
+        if table == "ticks":
+            merged.append(sum(p.rows for p in inputs))
+        start_merge(table, day, inputs, level)
+
+    w._start_merge = recording
+    rows = 128
+    for i in range(rows):
+        w.write_ticks([fut(i, 100 + i % 50, 1, i + 1)])
+        w.flush()
+        while w._merging is not None:  # let each merge finish before the next flush
+            time.sleep(0.01)
+            w.flush()
+    assert readers.read_ticks(KEY, DAY, DAY, root=tmp_path).num_rows == rows
+    levels = {
+        f[1] for f in json.loads((tmp_path / "manifest.json").read_text())["files"]["ticks"]["2024-03-12"]
+    }
+    assert max(levels) >= 3
+    assert sum(merged) <= rows * 8  # log2(128) + 1 rewrites a row at most
+    w.close()
+    assert readers.read_ticks(KEY, DAY, DAY, root=tmp_path)["ltp"].to_pylist() == [
+        100.0 + i % 50 for i in range(rows)
+    ]
