@@ -18,8 +18,13 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
 
-install: $(VENV)/.runtime
-install-dev: $(VENV)/.dev
+# The C frame decoder of the Upstox feed (optional: without a compiler the feed decodes in Python).
+$(VENV)/.fastfeed: $(VENV)/.runtime feeds/upstox/_fastfeed.c feeds/upstox/build_fastfeed.py
+	$(PY) -m feeds.upstox.build_fastfeed || echo "continuing without the C frame decoder"
+	touch $@
+
+install: $(VENV)/.runtime $(VENV)/.fastfeed
+install-dev: $(VENV)/.dev $(VENV)/.fastfeed
 
 # Front-end libraries from the npm registry, pinned by package-lock.json, vendored for Django's static files.
 VENDOR_JS := static/vendor/lightweight-charts.standalone.production.js

@@ -187,6 +187,7 @@ def serve(inp, out, depth_every_ms: int = 0) -> int:
     from persistence.records import encode_rows
 
     parse = pb.FeedResponse.FromString
+    fast_rows = _fast_rows()
     gc.freeze()  # what start-up built lives as long as the process: no collection need walk it
     pack = msgpack.Packer(use_bin_type=True).pack
     ts_of = operator.itemgetter(1)
@@ -199,13 +200,18 @@ def serve(inp, out, depth_every_ms: int = 0) -> int:
         frame = inp.read(size)
         if len(frame) < size:
             return 0
-        try:
-            response = parse(frame)
-        except DecodeError as exc:
-            out.write(pack([ERROR, generation, str(exc) or "undecodable frame"]))
-            out.flush()
-            continue
-        rows = rows_from_response(response, depth_every_ms, depth_due)
+        # The C decoder when it was built (the same rows, tested); protobuf objects for whatever
+        # it leaves to them (None: a frame it cannot decode exactly as protobuf would).
+        rows = fast_rows(frame, depth_every_ms, depth_due) if fast_rows is not None else None
+        response = None
+        if rows is None:
+            try:
+                response = parse(frame)
+            except DecodeError as exc:
+                out.write(pack([ERROR, generation, str(exc) or "undecodable frame"]))
+                out.flush()
+                continue
+            rows = rows_from_response(response, depth_every_ms, depth_due)
         if rows:
             keys, heads, counts, levels = encode_rows(rows)
             record = [
@@ -220,11 +226,27 @@ def serve(inp, out, depth_every_ms: int = 0) -> int:
             ]
             out.write(pack(record))
         else:
-            state = market_status_from_response(response)
+            try:
+                state = market_status_from_response(response if response is not None else parse(frame))
+            except DecodeError:  # cannot happen: the C decoder read the frame (counted, not fatal)
+                state = None
             if state is None:
                 continue
             out.write(pack([SESSION, generation, state]))
         out.flush()
+
+
+def _fast_rows():
+    """`feeds.upstox._fastfeed.rows` when built (`python -m feeds.upstox.build_fastfeed`) and not
+    turned off with UPSTOX_FAST_DECODE=0, else None."""
+    if os.environ.get("UPSTOX_FAST_DECODE", "1") == "0":
+        return None
+    try:
+        from feeds.upstox._fastfeed import rows
+    except ImportError:
+        log.warning("feeds/upstox/_fastfeed.c is not built: decoding frames with protobuf objects")
+        return None
+    return rows
 
 
 def main() -> int:
