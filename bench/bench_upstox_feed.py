@@ -3,14 +3,16 @@ decode → normalise → UpstoxSource → sink (FeedPipeline when present: store
 
 Prints one JSON object:
 * `stages`: per-stage cost of one 50-instrument full-mode frame (protobuf decode, the SDK's
-  `MessageToDict`, normalising the dict, normalising the protobuf directly) as ticks/s ceilings;
+  `MessageToDict`, normalising the dict, normalising the protobuf directly, and the C decoder doing
+  both) as ticks/s ceilings;
 * `runs`: for each configuration, ticks/s received over a sustained window (60 s, `--quick` 10 s)
   while the fake offers `--rate` ticks/s (default 50,000, the goal) over 2,000 full-mode
   instruments, and lag p50/p99/max in ms from the fake's send time (stamped in each frame's
   currentTs) to the tick handed to the sink (`lag_ms_*`). Configurations: `proto` (the SDK's
   socket and protobuf decode, our protobuf normaliser, on the SDK's thread), `proto_saturated`
   (offered twice the rate: the ceiling), `sdk_dict` (the SDK's own MessageToDict path), `process`
-  (frames decoded and normalised in the decoder process, feeds.upstox.decoder), and with
+  (frames decoded and normalised in the decoder process, feeds.upstox.decoder: its C decoder when
+  built, `c_decoder` says), and with
   FeedPipeline behind (the history writer in its own process, as runfeed wires it):
   `proto_pipeline` and `process_pipeline` (runfeed's path). For the pipeline runs the lag goes on
   to the end: `published_lag_ms_*` until the tick is in its
@@ -53,6 +55,7 @@ from google.protobuf import json_format  # noqa: E402
 from upstox_client.feeder.proto import MarketDataFeedV3_pb2 as pb  # noqa: E402
 
 from feeds.upstox import client  # noqa: E402
+from feeds.upstox.decoder import _fast_rows  # noqa: E402
 from feeds.upstox.fake.market import SimulatedMarket, feed_frame  # noqa: E402
 from feeds.upstox.normalise import ticks_from_message, ticks_from_response  # noqa: E402
 from feeds.upstox.source import SubscriptionPlan, UpstoxSource  # noqa: E402
@@ -80,6 +83,9 @@ def stage_costs() -> dict:
         "normalise_dict": per_frame(lambda: ticks_from_message(message)),
         "normalise_protobuf": per_frame(lambda: ticks_from_response(response)),
     }
+    fast_rows = _fast_rows()
+    if fast_rows is not None:  # the decoder process's C path: decode + normalise in one
+        costs["c_decoder"] = per_frame(lambda: fast_rows(frame))
     out = {
         "frame_bytes": len(frame),
         "instruments_per_frame": FRAME_SIZE,
@@ -368,6 +374,7 @@ def main() -> dict:
         "quick": args.quick,
         "offered_ticks_per_s": args.rate,
         "depth_every_ms": settings.FEED_DEPTH_EVERY_MS,
+        "c_decoder": _fast_rows() is not None,  # what the decoder process uses (feeds/upstox/_fastfeed.c)
     }
     result["instruments"] = args.instruments
     result["stages"] = stage_costs()

@@ -6,8 +6,10 @@ depth levels an instrument, read off protobuf objects) is the biggest per-tick c
 at 50,000 ticks/s it alone needed about half a core, and the loop starved
 (bench/bench_upstox_feed.py). With `UpstoxSource(decode="process")` the SDK still owns the socket
 and the framing; its message handler hands each frame's raw bytes to this process, which decodes
-it with the SDK's generated `FeedResponse`, normalises it with `feeds.upstox.normalise` (the same
-code as in-process: identical ticks, tested) and sends back each tick packed
+and normalises it with the C decoder `feeds.upstox._fastfeed` when it is built (the rows
+`feeds.upstox.normalise.rows_from_response` gives, tested; UPSTOX_FAST_DECODE=0 turns it off), else
+with the SDK's generated `FeedResponse` and `feeds.upstox.normalise` (the same code as in-process:
+identical ticks, tested), and sends back each tick packed
 (`feeds.ticks.pack_tick`'s bytes) with its instrument key and exchange time, and the frame's ticks
 as `persistence.records` for the history writer. The pipeline streams the packed ticks and stores
 the records as they are (`FeedPipeline.put_packed`): no Tick is built, here or in the feed process

@@ -15,8 +15,8 @@ supervisor of our own.
 
 Decoding: the socket and framing are always the SDK's. By default (`decode="process"`, what runfeed
 uses) a thin subclass hands each frame's raw bytes to a decoder process (`feeds.upstox.decoder`),
-which decodes it with the SDK's generated `FeedResponse`, normalises it and sends the ticks back
-packed; they reach the sink through `put_packed` (or, for a sink without it, as Ticks). Decoding
+which decodes it (a C decoder, or the SDK's generated `FeedResponse`), normalises it and sends the
+ticks back packed; they reach the sink through `put_packed` (or, for a sink without it, as Ticks). Decoding
 in-process (`decode="proto"`: the SDK's protobuf decode, our normaliser, on the socket thread)
 gives identical ticks but shares the feed's GIL: at 50k ticks/s the normaliser alone needed about
 half a core. `decode="dict"` keeps the SDK's own `MessageToDict` path (~100 µs per instrument; it
