@@ -206,3 +206,47 @@ def test_stop_before_run_still_stops_the_source(tmp_path):
 
     pipeline = asyncio.run(main())
     assert pipeline.stats.ticks_in == 0
+
+
+def test_store_batches_are_cut_at_the_high_water_mark_and_a_failed_write_is_sent_again(tmp_path):
+    """Ticks wait for the store in parts (one per put); a flush takes whole parts up to
+    high_water, and a write that fails puts its parts back in front, so the store gets every tick
+    once and in order."""
+    ticks = list(
+        sim.SimSource(
+            DAY, speed=1000, instruments=["NSE_INDEX|Nifty 50"], start=dtime(12, 0), end=dtime(12, 1)
+        ).session.ticks()
+    )[:50]
+
+    class FailingOnce(HistoryWriter):
+        calls = 0
+
+        def write_records(self, *args, **kwargs):
+            FailingOnce.calls += 1
+            if FailingOnce.calls == 2:
+                raise OSError("disk full")
+            return super().write_records(*args, **kwargs)
+
+    async def main():
+        writer = FailingOnce(tmp_path, flush_interval=None)
+        pipeline = FeedPipeline(source_name="t", writer=writer, redis=None, high_water=25)
+        for start in range(0, 50, 10):  # five parts of ten ticks
+            pipeline.put(ticks[start : start + 10])
+        await pipeline.flush_store()  # parts 1-2 (20 ticks: a third part would pass 25)
+        assert len(pipeline._pending) == 30
+        try:
+            await pipeline.flush_store()  # parts 3-4 fail and go back in front
+        except OSError:
+            pass
+        else:
+            raise AssertionError("the failed write was not reported")
+        assert len(pipeline._pending) == 30
+        while pipeline._pending:
+            await pipeline.flush_store()
+        writer.close()
+        return pipeline
+
+    pipeline = asyncio.run(main())
+    assert pipeline.stats.rows_written == 50
+    stored = read_ticks("NSE_INDEX|Nifty 50", DAY, DAY, root=tmp_path)
+    assert stored["ts_ms"].to_pylist() == [t.ts_ms for t in ticks]
