@@ -17,7 +17,9 @@
  * type skipped (protobuf keeps them as unknown fields); the last value of a scalar wins; a message
  * field seen twice is merged; a oneof member replaces another member; repeated quotes append.
  * Rows come in the frame's order (protobuf's map iteration order is its own; nothing downstream
- * depends on the order of different instruments within a frame).
+ * depends on the order of different instruments within a frame). Fields it does not read are only
+ * skipped, not validated: a frame whose feeds are sound but whose, say, marketInfo holds invalid
+ * UTF-8 gives rows here where protobuf would reject the whole frame.
  *
  * Proto (upstox_client/feeder/proto/MarketDataFeedV3.proto), the fields read:
  *   FeedResponse { 2: map<string, Feed> feeds; 3: int64 currentTs; }
@@ -118,6 +120,8 @@ static int read_tag(Buf *b, uint32_t *field, int *wt) {
     return (*field == 0 || tag > 0xFFFFFFFFu) ? -1 : 0;
 }
 
+/* `FIELDS_OF(buf) ... END_FIELDS` loops over the fields of one message: inside, `field` is the
+ * field number and `wt` the wire type of the field whose value starts at buf->p. */
 #define FIELDS_OF(buf) \
     uint32_t field; \
     int wt; \

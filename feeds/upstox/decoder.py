@@ -228,10 +228,14 @@ def serve(inp, out, depth_every_ms: int = 0) -> int:
             ]
             out.write(pack(record))
         else:
-            try:
-                state = market_status_from_response(response if response is not None else parse(frame))
-            except DecodeError:  # cannot happen: the C decoder read the frame (counted, not fatal)
-                state = None
+            if response is None:  # no ticks: a market_info frame is for protobuf to read
+                try:
+                    response = parse(frame)
+                except DecodeError as exc:
+                    out.write(pack([ERROR, generation, str(exc) or "undecodable frame"]))
+                    out.flush()
+                    continue
+            state = market_status_from_response(response)
             if state is None:
                 continue
             out.write(pack([SESSION, generation, state]))
