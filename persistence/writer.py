@@ -467,7 +467,7 @@ class HistoryWriter:
         traded = np.where(vol != 0, np.arange(len(acc)), -1)
         last_traded = np.maximum.reduceat(traded, starts)
         last_volume = np.where(last_traded >= starts, vol[np.maximum(last_traded, 0)], 0)
-        emit = self._emit_candle
+        fold = self._fold_minute
         for s_i, m, o, h, lo, c, q, v, last_oi, v0, q0 in zip(
             acc_sid[starts].tolist(),
             minute[starts].tolist(),
@@ -482,30 +482,7 @@ class HistoryWriter:
             ltq[starts].tolist(),
             strict=True,
         ):
-            s = states[s_i]
-            if m == s.minute:
-                if h > s.high:
-                    s.high = h
-                if lo < s.low:
-                    s.low = lo
-                s.close = c
-                s.sum_ltq += q
-            else:
-                if s.minute >= 0:
-                    if s.dirty:
-                        key, daynum = series_keys[s_i]
-                        emit(key, daynum, s)
-                    s.base_volume = s.last_volume
-                elif s.base_volume is None:
-                    # First tick of the day seen: the volume before it is what this trade did not add.
-                    s.base_volume = max(v0 - q0, 0) if v0 else 0
-                s.minute = m
-                s.open, s.high, s.low, s.close = o, h, lo, c
-                s.sum_ltq = q
-            if v:
-                s.last_volume = v
-            s.oi = last_oi
-            s.dirty = True
+            fold(series_keys[s_i], states[s_i], m, o, h, lo, c, q, v, last_oi, v0, q0)
 
     @staticmethod
     def _depth_table(
@@ -537,27 +514,48 @@ class HistoryWriter:
     def _candle_add(
         self, key: str, daynum: int, s: _Series, ts: int, ltp: float, ltq: int, vol: int, oi: float
     ) -> None:
-        minute = ts - ts % MINUTE_MS
+        """One accepted tick into its series' candle (restart rebuilds; batches use _fold_candles)."""
+        self._fold_minute((key, daynum), s, ts - ts % MINUTE_MS, ltp, ltp, ltp, ltp, ltq, vol, oi, vol, ltq)
+
+    def _fold_minute(
+        self,
+        series: tuple[str, int],
+        s: _Series,
+        minute: int,
+        open_: float,
+        high: float,
+        low: float,
+        close: float,
+        sum_ltq: int,
+        volume: int,
+        oi: float,
+        first_volume: int,
+        first_ltq: int,
+    ) -> None:
+        """Accepted ticks of one series and one minute, in order, into its candle: their first and
+        last price, high and low, summed last-trade quantities, last non-zero cumulative volume
+        (0: none), last OI, and the first tick's volume and quantity. A new minute writes the
+        previous candle if it changed."""
         if minute == s.minute:
-            if ltp > s.high:
-                s.high = ltp
-            if ltp < s.low:
-                s.low = ltp
-            s.close = ltp
-            s.sum_ltq += ltq
+            if high > s.high:
+                s.high = high
+            if low < s.low:
+                s.low = low
+            s.close = close
+            s.sum_ltq += sum_ltq
         else:
             if s.minute >= 0:
                 if s.dirty:
-                    self._emit_candle(key, daynum, s)
+                    self._emit_candle(series[0], series[1], s)
                 s.base_volume = s.last_volume
             elif s.base_volume is None:
                 # First tick of the day seen: the volume before it is what this trade did not add.
-                s.base_volume = max(vol - ltq, 0) if vol else 0
+                s.base_volume = max(first_volume - first_ltq, 0) if first_volume else 0
             s.minute = minute
-            s.open = s.high = s.low = s.close = ltp
-            s.sum_ltq = ltq
-        if vol:
-            s.last_volume = vol
+            s.open, s.high, s.low, s.close = open_, high, low, close
+            s.sum_ltq = sum_ltq
+        if volume:
+            s.last_volume = volume
         s.oi = oi
         s.dirty = True
 

@@ -203,17 +203,19 @@ def serve(inp, out, depth_every_ms: int = 0) -> int:
         if len(frame) < size:
             return 0
         # The C decoder when it was built (the same rows, tested); protobuf objects for whatever
-        # it leaves to them (None: a frame it cannot decode exactly as protobuf would).
+        # it leaves to them (None: a frame it cannot decode exactly as protobuf would) and for a
+        # frame without ticks (market_info).
         rows = fast_rows(frame, depth_every_ms, depth_due) if fast_rows is not None else None
         response = None
-        if rows is None:
+        if not rows:
             try:
                 response = parse(frame)
             except DecodeError as exc:
                 out.write(pack([ERROR, generation, str(exc) or "undecodable frame"]))
                 out.flush()
                 continue
-            rows = rows_from_response(response, depth_every_ms, depth_due)
+            if rows is None:
+                rows = rows_from_response(response, depth_every_ms, depth_due)
         if rows:
             keys, heads, counts, levels = encode_rows(rows)
             record = [
@@ -228,13 +230,6 @@ def serve(inp, out, depth_every_ms: int = 0) -> int:
             ]
             out.write(pack(record))
         else:
-            if response is None:  # no ticks: a market_info frame is for protobuf to read
-                try:
-                    response = parse(frame)
-                except DecodeError as exc:
-                    out.write(pack([ERROR, generation, str(exc) or "undecodable frame"]))
-                    out.flush()
-                    continue
             state = market_status_from_response(response)
             if state is None:
                 continue
