@@ -13,14 +13,11 @@ Prints one JSON object:
 * read_while_*: another process runs read_ticks (one instrument, today), read_candles_1m (both
   days) and session_days in a loop during each phase; latencies in ms. read_idle: the same after
   the writer closed (one file per day).
-* write_packed: batches of full-depth ticks (5 levels, 2,000 instruments, 24,000 ticks a batch,
+* write_records: batches of full-depth ticks (5 levels, 2,000 instruments, 24,000 ticks a batch,
   half a second at the feed benchmark's 50k ticks/s) written and flushed, CPU µs per tick
-  (process time, so another busy process on the machine barely moves it):
-  `write_records_*` as runfeed's writer process gets them (`persistence.records`, what the
-  decoder process builds) through `HistoryWriter.write_records`; `write_packed_*` as msgpack
-  ticks through `write_packed` (which unpacks and encodes them first). `unpack_*` is the msgpack
-  unpacking of one such batch with the cyclic GC running and paused, the reason the writer
-  pauses it.
+  (process time, so another busy process on the machine barely moves it): as runfeed's writer
+  process gets them (`persistence.records`, what the decoder process builds) through
+  `HistoryWriter.write_records`, and as Tick objects through `write_ticks`.
 * import: `import_history` of each file in ../shared/data when present (skipped otherwise), then
   the same file again (must add nothing).
 """
@@ -228,12 +225,7 @@ def bench_import(quick: bool) -> dict:
     return out
 
 
-def packed_batches(count: int, instruments: int = 2_000, per_instrument: int = 12) -> list[bytes]:
-    import msgpack
-
-    from feeds.ticks import tick_fields
-
-    pack = msgpack.Packer(use_bin_type=True).pack
+def tick_batches(count: int, instruments: int = 2_000, per_instrument: int = 12) -> list[list[Tick]]:
     batches = []
     for b in range(count):
         ticks = []
@@ -247,58 +239,37 @@ def packed_batches(count: int, instruments: int = 2_000, per_instrument: int = 1
                 ticks.append(
                     Tick(f"NSE_FO|{100_000 + i}", ts, p, 75, 75 * (b + 1), 1000.0 + i, *depth[0], 99.0, depth)
                 )
-        batches.append(b"".join(map(pack, map(tick_fields, ticks))))
+        batches.append(ticks)
     return batches
 
 
-def bench_packed(quick: bool) -> dict:
-    import gc
+def bench_records(quick: bool) -> dict:
+    from feeds.ticks import tick_fields
 
-    import msgpack
+    batches = tick_batches(4 if quick else 12)
+    encoded = [records.encode_rows(list(map(tick_fields, batch))) for batch in batches]
 
-    batches = packed_batches(4 if quick else 12)
-    ticks = 24_000 * len(batches)
+    def cpu_us(write, parts) -> float:
+        with tempfile.TemporaryDirectory() as tmp:
+            writer = HistoryWriter(tmp, flush_interval=None)
+            started = time.process_time()
+            for part in parts:
+                write(writer, part)
+            spent = time.process_time() - started
+            writer.close()
+        return round(spent / sum(map(len, batches)) * 1e6, 2)
 
-    def unpack(blob: bytes) -> list:
-        unpacker = msgpack.Unpacker(raw=False, use_list=False, max_buffer_size=len(blob))
-        unpacker.feed(blob)
-        return list(unpacker)
-
-    def cpu_us(fn, blobs) -> float:
-        started = time.process_time()
-        for blob in blobs:
-            fn(blob)
-        return round((time.process_time() - started) / (24_000 * len(blobs)) * 1e6, 2)
-
-    unpack_gc_running = cpu_us(unpack, batches[:3])
-    gc.disable()
-    try:
-        unpack_gc_paused = cpu_us(unpack, batches[:3])
-    finally:
-        gc.enable()
-    with tempfile.TemporaryDirectory() as tmp:
-        writer = HistoryWriter(tmp, flush_interval=None)
-        write_us = cpu_us(lambda blob: writer.write_packed(blob, flush=True), batches)
-        writer.close()
-    # What the feed's writer process is sent: the same ticks as persistence.records.
-    encoded = {blob: records.encode_rows(unpack(blob)) for blob in batches}
-    with tempfile.TemporaryDirectory() as tmp:
-        writer = HistoryWriter(tmp, flush_interval=None)
-        records_us = cpu_us(lambda blob: writer.write_records(*encoded[blob], flush=True), batches)
-        writer.close()
     return {
-        "ticks": ticks,
-        "write_records_flush_cpu_us_per_tick": records_us,
-        "write_packed_flush_cpu_us_per_tick": write_us,
-        "unpack_cpu_us_per_tick_gc_running": unpack_gc_running,
-        "unpack_cpu_us_per_tick_gc_paused": unpack_gc_paused,
+        "ticks": sum(map(len, batches)),
+        "write_records_flush_cpu_us_per_tick": cpu_us(lambda w, r: w.write_records(*r, flush=True), encoded),
+        "write_ticks_flush_cpu_us_per_tick": cpu_us(lambda w, b: (w.write_ticks(b), w.flush()), batches),
     }
 
 
 def main() -> None:
     quick = "--quick" in sys.argv
     result = bench_write(5 if quick else 20)
-    result["write_packed"] = bench_packed(quick)
+    result["write_records"] = bench_records(quick)
     result["import"] = bench_import(quick)
     print(json.dumps(result))
 

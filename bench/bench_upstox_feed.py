@@ -19,6 +19,9 @@ Prints one JSON object:
   Redis Stream (the XADD batch holding it has completed: what strategies and the dashboard read),
   and `persisted_lag_ms_*` until the history store has published it (the flush holding it has
   completed; the pipeline flushes every FEED_FLUSH_MS, so this is bounded below by that interval).
+  `feed_gc_full_collections`: full collections of the feed process's cyclic GC during the window
+  (the loop waits through each); runfeed and this bench first freeze what start-up built
+  (`feeds.pipeline.settle_gc`), BENCH_NO_SETTLE_GC=1 skips that.
 Redis keys use a unique prefix and are deleted afterwards; the store is a temporary directory.
 Usage: python bench/bench_upstox_feed.py [--quick] [--rate TICKS_PER_S] [--instruments N] [--only RUN,...]
 """
@@ -29,6 +32,7 @@ import argparse
 import asyncio
 import bisect
 import contextlib
+import gc
 import json
 import os
 import re
@@ -127,7 +131,7 @@ class Probe:
         if self.inner is not None:
             self.inner.put(ticks)
 
-    def put_packed(self, keys, ts, payloads, records=None) -> None:
+    def put_packed(self, keys, ts, payloads, records) -> None:
         now_ns = time.time_ns()
         self.total += len(ts)
         if self.measuring:
@@ -258,10 +262,13 @@ async def run_pipeline(
         key_prefix=prefix,
     )
     pipeline.on_flush.append(on_flush)
-    settle_gc()  # as runfeed does
+    if os.environ.get("BENCH_NO_SETTLE_GC") != "1":  # =1 shows what settle_gc saves
+        settle_gc()  # as runfeed does
+    full_collections = GcPauses()
     task = asyncio.create_task(pipeline.run(ProbedSource(source, probe)))
     try:
-        elapsed, count = await measure(probe, seconds)
+        with full_collections:
+            elapsed, count = await measure(probe, seconds)
         pids = {"writer_process": writer.pid, "decoder_process": source.decoder_pid, "fake_upstox": fake_pid}
         cpu = await cpu_shares(min(10.0, seconds), pids)
     finally:
@@ -284,7 +291,35 @@ async def run_pipeline(
     out["stream_batches"] = pipeline.stats.stream_flush_summary()  # each XADD batch's duration
     out["store_flushes"] = pipeline.stats.flush_summary()  # each history write + flush
     out["cpu_cores_after_run"] = cpu
+    out["feed_gc_full_collections"] = full_collections.summary()  # the loop waits through each
     return out
+
+
+class GcPauses:
+    """Full (generation 2) collections of the cyclic GC in this process while inside the block:
+    how many, and the longest, in ms."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append((time.perf_counter() - self._started) * 1000.0)
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def summary(self) -> dict:
+        return {"count": len(self.pauses), "max_ms": round(max(self.pauses, default=0.0), 1)}
 
 
 async def cpu_shares(seconds: float, pids: dict[str, int | None]) -> dict:

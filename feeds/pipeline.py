@@ -423,19 +423,16 @@ class FeedPipeline:
         keys: list[str],
         ts: list[int],
         payloads: list[bytes],
-        records: tuple[bytes, bytes, bytes] | None = None,
+        records: tuple[bytes, bytes, bytes],
     ) -> None:
         """`put` for ticks a source already holds packed: parallel lists of instrument key,
         exchange time (ms) and `feeds.ticks.pack_tick` bytes, in arrival order, and the same ticks
-        as `persistence.records` (heads, counts, levels) when the source has them. No Tick is built
+        as `persistence.records` (heads, counts, levels). No Tick is built
         but for the instruments the dashboard watches (the Upstox decoder process sends these)."""
         if not payloads:
             return
         if self.writer is not None:
-            if records is None:
-                self._pending.add(*encode_rows([msgpack.unpackb(p, use_list=False) for p in payloads]))
-            else:
-                self._pending.add(keys, *records)
+            self._pending.add(keys, *records)
         if self.redis is not None:
             self._stream_pending.extend(keys, ts, payloads)
         watched = self._watched

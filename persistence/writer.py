@@ -52,7 +52,6 @@ touches Redis, Channels or the Django database.
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import logging
 import os
@@ -65,7 +64,6 @@ from datetime import date
 from pathlib import Path
 
 import duckdb
-import msgpack
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -233,16 +231,6 @@ class HistoryWriter:
         self._maybe_flush()
         return written
 
-    def write_packed(self, blob: bytes, *, flush: bool = False) -> int:
-        """Like write_ticks for ticks as the feed streams them: `blob` is the concatenation of
-        `feeds.ticks.pack_tick(t)` for each tick (msgpack arrays in `Tick.to_row` order)."""
-        self._check_open()
-        unpacker = msgpack.Unpacker(raw=False, use_list=False, max_buffer_size=max(len(blob), 1024))
-        unpacker.feed(blob)
-        written = self._write_rows(list(unpacker))
-        self._finish_write(flush)
-        return written
-
     def write_records(
         self, keys: list[str], heads: bytes, counts: bytes, levels: bytes, *, flush: bool = False
     ) -> int:
@@ -271,18 +259,7 @@ class HistoryWriter:
         return written
 
     def _write_rows(self, rows: list[tuple]) -> int:
-        # A batch is tens of thousands of small tuples, all alive until encoded: the cyclic GC
-        # would walk them again and again as they pile up. They hold no cycles, so it is paused.
-        if not rows:
-            return 0
-        paused = gc.isenabled()
-        gc.disable()
-        try:
-            keys, heads, counts, levels = records.encode_rows(rows)
-            del rows
-        finally:
-            if paused:
-                gc.enable()
+        keys, heads, counts, levels = records.encode_rows(rows)
         columns, depth = records.decode(len(keys), heads, counts, levels)
         return self._accept(keys, columns, depth)
 
@@ -438,13 +415,10 @@ class HistoryWriter:
             strict=True,
         ):
             s = states[s_i]
+            # A millisecond shared with other ticks (of the batch, or the stored mark's) has all
+            # their identities in `at_ts`; one the tick had to itself has its identity alone.
             seen = at_ts.get((s_i, t_i))
-            if seen is not None:
-                s.at_mark = seen  # every identity at that millisecond, this batch's and stored
-            elif t_i != s.mark:
-                s.at_mark = {ident}
-            else:  # cannot happen (a tick at the stored mark is tied), but would keep both
-                s.at_mark.add(ident)
+            s.at_mark = seen if seen is not None else {ident}
             s.mark = t_i
 
     def _fold_candles(

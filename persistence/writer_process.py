@@ -4,11 +4,11 @@ Why: the feed process runs the Upstox SDK's socket thread (framing, protobuf dec
 the asyncio loop (Redis Streams, snapshots) and the history writer. All three are Python under one
 GIL; at 50,000 ticks/s the writer's per-tick work (dedupe marks, candles, Arrow columns) was a
 quarter of a core the other two needed (bench/bench_upstox_feed.py). Here the writer runs with its
-own interpreter, fed the ticks the pipeline has already packed for the streams, so the feed process
-only joins bytes and writes them to a pipe.
+own interpreter, fed the ticks as `persistence.records` (built by the Upstox decoder process, or by
+the pipeline for other sources), so the feed process only joins bytes and writes them to a pipe.
 
-`HistoryWriterProcess` has the pipeline's writer interface (`write_records`, `write_packed`,
-`write_ticks`, `flush`, `close`) and runs `persistence.writer.HistoryWriter` in a child (`python -m
+`HistoryWriterProcess` has the pipeline's writer interface (`write_records`, `write_ticks`, `flush`,
+`close`) and runs `persistence.writer.HistoryWriter` in a child (`python -m
 persistence.writer_process ROOT`), which holds the store's lock; the store's rules (one writer,
 readers never blocked, what a crash loses) are unchanged. Call it from one thread, as the
 pipeline does (its writer thread); each call waits for the child's answer.
@@ -97,12 +97,6 @@ class HistoryWriterProcess:
         """Ticks as `persistence.records` (what the feed sends): the bytes go to the child as they are."""
         payload = self._pack([keys, heads, counts, levels])
         return self._call(OP_WRITE_FLUSH if flush else OP_WRITE, payload)["rows"]
-
-    def write_packed(self, blob: bytes, *, flush: bool = False) -> int:
-        """Ticks as concatenated `feeds.ticks.pack_tick` bytes."""
-        unpacker = msgpack.Unpacker(raw=False, use_list=False, max_buffer_size=max(len(blob), 1024))
-        unpacker.feed(blob)
-        return self.write_records(*records.encode_rows(list(unpacker)), flush=flush)
 
     def write_ticks(self, ticks: Iterable) -> int:
         from feeds.ticks import tick_fields

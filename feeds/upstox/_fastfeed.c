@@ -248,7 +248,10 @@ static PyObject *level_tuple(const Quote *q) {
 }
 
 /* The row of one feed, or Py_None (borrowed, not a tick), or NULL with an exception set. */
-static PyObject *row_of(PyObject *key, Feed *f, int64_t current_ts, long long every_ms, PyObject *due) {
+/* Depth snapshots read `due` (key -> next ms) and write to `pending`, which the caller copies into
+ * `due` once the whole frame has decoded: a frame that falls back changes nothing. */
+static PyObject *row_of(PyObject *key, Feed *f, int64_t current_ts, long long every_ms, PyObject *due,
+                        PyObject *pending) {
     if (f->kind == 0) return Py_None;
     if (f->ltpc.ltp == 0.0) return Py_None; /* proto3 cannot tell an absent price from zero */
     int levels = 0; /* how many depth levels this tick carries */
@@ -263,7 +266,7 @@ static PyObject *row_of(PyObject *key, Feed *f, int64_t current_ts, long long ev
             if (due_ms == -1 && PyErr_Occurred()) return NULL;
             if (current_ts >= due_ms) {
                 PyObject *next = PyLong_FromLongLong(current_ts + every_ms);
-                if (next == NULL || PyDict_SetItem(due, key, next) < 0) { Py_XDECREF(next); return NULL; }
+                if (next == NULL || PyDict_SetItem(pending, key, next) < 0) { Py_XDECREF(next); return NULL; }
                 Py_DECREF(next);
             } else if (levels > 1) {
                 levels = 1;
@@ -317,7 +320,7 @@ static PyObject *fastfeed_rows(PyObject *self, PyObject *args) {
     Entry *entries = NULL;
     Py_ssize_t n_entries = 0, cap = 0;
     int64_t current_ts = 0;
-    PyObject *rows = NULL, *seen = NULL, *keys = NULL;
+    PyObject *rows = NULL, *seen = NULL, *pending = NULL;
     Feed *feed = NULL;
     uint32_t field;
     int wt;
@@ -355,34 +358,27 @@ static PyObject *fastfeed_rows(PyObject *self, PyObject *args) {
             current_ts = (int64_t)v;
         } else if (skip(&b, wt) < 0) goto fallback;
     }
-    /* Second pass: every key and feed is checked before any row is built, so a frame that falls
-     * back has changed nothing (not the caller's depth_due). */
+    /* Second pass: each feed's row. */
     rows = PyList_New(0);
     seen = PySet_New(NULL);
-    keys = PyList_New(0);
+    pending = PyDict_New();
     feed = PyMem_Malloc(sizeof(Feed));
-    if (rows == NULL || seen == NULL || keys == NULL || feed == NULL) goto error;
+    if (rows == NULL || seen == NULL || pending == NULL || feed == NULL) goto error;
     for (Py_ssize_t i = 0; i < n_entries; i++) {
         Entry *e = &entries[i];
         PyObject *key = PyUnicode_DecodeUTF8((const char *)e->key, e->key_len, NULL);
         if (key == NULL) { PyErr_Clear(); goto fallback; }
         int dup = PySet_Contains(seen, key);
-        if (dup != 0 || PySet_Add(seen, key) < 0 || PyList_Append(keys, key) < 0) {
+        if (dup != 0 || PySet_Add(seen, key) < 0) {
             Py_DECREF(key);  /* a repeated key (protobuf's own rules apply), or out of memory */
             if (dup > 0) goto fallback;
             goto error;
         }
-        Py_DECREF(key);
         memset(feed, 0, offsetof(Feed, levels));
         Buf value = e->value;
-        if (parse_feed(&value, feed) < 0) goto fallback;
-    }
-    /* Third pass: the rows. */
-    for (Py_ssize_t i = 0; i < n_entries; i++) {
-        memset(feed, 0, offsetof(Feed, levels));
-        Buf value = entries[i].value;
-        parse_feed(&value, feed);  /* checked above */
-        PyObject *row = row_of(PyList_GET_ITEM(keys, i), feed, current_ts, every_ms, due);
+        if (parse_feed(&value, feed) < 0) { Py_DECREF(key); goto fallback; }
+        PyObject *row = row_of(key, feed, current_ts, every_ms, due, pending);
+        Py_DECREF(key);
         if (row == NULL) goto error;
         if (row != Py_None) {
             int rc = PyList_Append(rows, row);
@@ -390,10 +386,11 @@ static PyObject *fastfeed_rows(PyObject *self, PyObject *args) {
             if (rc < 0) goto error;
         }
     }
+    if (PyDict_GET_SIZE(pending) && PyDict_Update(due, pending) < 0) goto error;
     PyMem_Free(entries);
     PyMem_Free(feed);
     Py_DECREF(seen);
-    Py_DECREF(keys);
+    Py_DECREF(pending);
     PyBuffer_Release(&frame);
     return rows;
 fallback:
@@ -401,7 +398,7 @@ fallback:
     PyMem_Free(feed);
     Py_XDECREF(rows);
     Py_XDECREF(seen);
-    Py_XDECREF(keys);
+    Py_XDECREF(pending);
     PyBuffer_Release(&frame);
     Py_RETURN_NONE;
 error:
@@ -409,7 +406,7 @@ error:
     PyMem_Free(feed);
     Py_XDECREF(rows);
     Py_XDECREF(seen);
-    Py_XDECREF(keys);
+    Py_XDECREF(pending);
     PyBuffer_Release(&frame);
     return NULL;
 }

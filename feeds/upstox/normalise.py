@@ -171,8 +171,6 @@ def rows_from_response(response, depth_every_ms: int = 0, depth_due: dict | None
     The feed's hottest code: fields are read with `attrgetter`s (several protobuf reads per C call)."""
     current_ts = response.currentTs
     sampled = depth_every_ms > 0 and depth_due is not None
-    due_at = depth_due.get if sampled else None
-    next_due = current_ts + depth_every_ms
     rows: list[tuple] = []
     append = rows.append
     feeds = response.feeds
@@ -186,10 +184,7 @@ def rows_from_response(response, depth_every_ms: int = 0, depth_due: dict | None
             full = feed.fullFeed
             if full.WhichOneof("FullFeedUnion") == "marketFF":
                 ltpc, volume, oi, quotes = _market_fields(full.marketFF)
-                if not sampled:
-                    levels = tuple(map(_quote_fields, quotes))
-                elif current_ts >= due_at(key, 0):  # _depth_is_due, inlined
-                    depth_due[key] = next_due
+                if not sampled or _depth_is_due(depth_due, key, current_ts, depth_every_ms):
                     levels = tuple(map(_quote_fields, quotes))
                 elif quotes:
                     levels = (_quote_fields(quotes[0]),)

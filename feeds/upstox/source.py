@@ -190,7 +190,7 @@ class _RawStreamer(MarketDataStreamerV3):
 def _unpacking_put(sink: TickSink) -> Callable[..., None]:
     """`put_packed` for a sink that only takes Tick objects."""
 
-    def put_packed(keys: list[str], ts: list[int], packed: list[bytes], records=None) -> None:
+    def put_packed(keys: list[str], ts: list[int], packed: list[bytes], records: tuple) -> None:
         sink.put([unpack_tick(p) for p in packed])
 
     return put_packed

@@ -106,10 +106,9 @@ def test_edge_cases_decode_as_protobuf_does():
     ):
         frame = _frame(build)
         for every, due in ((0, None), (1000, {}), (1000, {"NSE_FO|1": 2**62})):
-            same(
-                _fastfeed.rows(frame, every, dict(due) if due is not None else None),
-                protobuf_rows(frame, every, due),
-            )
+            c_due = dict(due) if due is not None else None
+            same(_fastfeed.rows(frame, every, c_due), protobuf_rows(frame, every, due))
+            assert c_due == due
 
 
 def test_a_oneof_member_replaces_another_and_a_repeated_message_merges():
@@ -130,6 +129,9 @@ def test_frames_it_cannot_decode_exactly_give_none():
         assert _fastfeed.rows(bad) is None
     due: dict[str, int] = {}
     assert _fastfeed.rows(good[:-3], 1000, due) is None and due == {}  # nothing changed on the way
+    # A sound full feed (its depth falls due) followed by an entry whose key is not UTF-8.
+    assert _fastfeed.rows(good + b"\x12\x05\x0a\x03\xff\xfe\xfd", 1000, due) is None and due == {}
+    assert _fastfeed.rows(good, 1000, due) is not None and due == {"NSE_FO|1": 5 + 1000}
     assert _fastfeed.rows(b"") == [] and _fastfeed.rows(b"", 1000, {}) == []
     with pytest.raises(TypeError):
         _fastfeed.rows(good, 1000, [])

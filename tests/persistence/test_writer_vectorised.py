@@ -14,7 +14,6 @@ import tempfile
 from datetime import date
 from pathlib import Path
 
-import msgpack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -121,8 +120,6 @@ def streams(draw) -> list[Tick]:
 def _write(writer: HistoryWriter, ticks: list[Tick], how: str) -> None:
     if how == "ticks":
         writer.write_ticks(ticks)
-    elif how == "packed":
-        writer.write_packed(b"".join(msgpack.packb(tick_fields(t), use_bin_type=True) for t in ticks))
     else:
         writer.write_records(*records.encode_rows([tick_fields(t) for t in ticks]))
 
@@ -136,7 +133,7 @@ def _days(ticks: list[Tick]) -> tuple[date, date]:
 @given(
     stream=streams(),
     cuts=st.lists(st.integers(0, 150), max_size=6),
-    how=st.sampled_from(["ticks", "packed", "records"]),
+    how=st.sampled_from(["ticks", "records"]),
 )
 def test_store_holds_what_the_per_tick_rules_keep(stream, cuts, how):
     stored, candles, duplicates, late = reference(stream)
