@@ -20,8 +20,7 @@ Prints one JSON object:
   and `persisted_lag_ms_*` until the history store has published it (the flush holding it has
   completed; the pipeline flushes every FEED_FLUSH_MS, so this is bounded below by that interval).
   `feed_gc_full_collections`: full collections of the feed process's cyclic GC during the window
-  (the loop waits through each); runfeed and this bench first freeze what start-up built
-  (`feeds.pipeline.settle_gc`), BENCH_NO_SETTLE_GC=1 skips that.
+  (the loop waits through each).
 Redis keys use a unique prefix and are deleted afterwards; the store is a temporary directory.
 Usage: python bench/bench_upstox_feed.py [--quick] [--rate TICKS_PER_S] [--instruments N] [--only RUN,...]
 """
@@ -226,7 +225,7 @@ async def run_pipeline(
     import redis.asyncio as aioredis
     from channels.layers import get_channel_layer
 
-    from feeds.pipeline import FeedPipeline, settle_gc
+    from feeds.pipeline import FeedPipeline
     from persistence.writer_process import HistoryWriterProcess
 
     published: list[tuple[float, float]] = []
@@ -262,8 +261,6 @@ async def run_pipeline(
         key_prefix=prefix,
     )
     pipeline.on_flush.append(on_flush)
-    if os.environ.get("BENCH_NO_SETTLE_GC") != "1":  # =1 shows what settle_gc saves
-        settle_gc()  # as runfeed does
     full_collections = GcPauses()
     task = asyncio.create_task(pipeline.run(ProbedSource(source, probe)))
     try:

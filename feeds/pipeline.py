@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import inspect
 import json
 import logging
@@ -91,15 +90,6 @@ for k = 1, #KEYS do
 end
 return out
 """
-
-
-def settle_gc() -> None:
-    """For a feed process about to run its loop: what start-up built (Django, the SDK, the
-    instrument master) lives as long as the process, so it is moved out of the cyclic collector's
-    reach (`gc.freeze`). Otherwise every full collection walks all of it while the loop waits:
-    83 ms measured under bench/bench_upstox_feed.py, a tail of lag on its own."""
-    gc.collect()
-    gc.freeze()
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils.module_loading import import_string
 
 from feeds import contracts, universe
-from feeds.pipeline import STREAM_FLUSH_MS, FeedPipeline, OptionInfo, option_infos, settle_gc
+from feeds.pipeline import STREAM_FLUSH_MS, FeedPipeline, OptionInfo, option_infos
 from feeds.sources import TickSource
 
 log = logging.getLogger("feeds.runfeed")
@@ -289,7 +289,6 @@ class Command(BaseCommand):
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, pipeline, sig)
         try:
-            settle_gc()
             await pipeline.run(source)
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
